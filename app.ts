@@ -1,0 +1,63 @@
+import { STATUS_CODES } from 'node:http'
+import Fastify, { type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Config } from './config.js'
+import archiver from './plugins/archiver.js'
+import auth from './plugins/auth.js'
+import db from './plugins/db.js'
+import heartbeat from './plugins/heartbeat.js'
+import swagger from './plugins/swagger.js'
+import agents from './routes/agents.js'
+import health from './routes/health.js'
+import messages from './routes/messages.js'
+import stats from './routes/stats.js'
+import { schemas } from './schemas/index.js'
+
+export interface AppOptions {
+  logger?: FastifyServerOptions['logger']
+  // Tests turn the background loops off and call their functions directly.
+  loops?: boolean
+}
+
+export async function buildApp (config: Config, { logger = false, loops = true }: AppOptions = {}) {
+  const app = Fastify({
+    logger,
+    // Room for a maximal body after JSON escaping plus the other fields; the exact body limit is checked per message.
+    bodyLimit: config.BUS_MAX_MESSAGE_BYTES * 6 + 64 * 1024,
+    ajv: { customOptions: { removeAdditional: false } }
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // 5xx answers keep their details in the log, not in the response.
+  app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    if (status >= 500) request.log.error({ err }, 'request failed')
+    return reply.code(status).send({
+      statusCode: status,
+      code: err.code,
+      error: STATUS_CODES[status] ?? 'Error',
+      message: status >= 500 ? 'internal error' : err.message
+    })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+  })
+
+  await app.register(swagger)
+  for (const schema of schemas) app.addSchema(schema)
+  await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })
+  const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
+  await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
+  await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })
+  await app.register(archiver, {
+    maxAgeMs: config.BUS_ARCHIVE_AFTER_S * 1000,
+    intervalMs: loops ? config.BUS_ARCHIVE_INTERVAL_S * 1000 : 0
+  })
+
+  await app.register(agents)
+  await app.register(messages, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES })
+  await app.register(stats)
+  await app.register(health)
+  return app
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>

@@ -1,0 +1,50 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+// One schema for the whole configuration. Keys are the environment variable names, so the schema, the README table
+// and the process environment all speak the same words; Value.Convert turns the strings into numbers and booleans.
+export const ConfigSchema = Type.Object({
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'Address to listen on.' }),
+  PORT: Type.Integer({ default: 8091, minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' }),
+  BUS_DB: Type.String({ default: './data/bus.db', minLength: 1, description: 'SQLite file (its folder is created), or :memory:.' }),
+  BUS_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'Admin bearer token; when set, registering an agent needs it.' })),
+  BUS_OPEN_REGISTRATION: Type.Boolean({ default: false, description: 'Allow open registration on a non-loopback HOST.' }),
+  BUS_OFFLINE_AFTER_S: Type.Integer({ default: 300, minimum: 1, description: 'Seconds of silence after which an agent is offline.' }),
+  BUS_ARCHIVE_AFTER_S: Type.Integer({ default: 604800, minimum: 1, description: 'Age in seconds after which fully read messages are archived.' }),
+  BUS_ARCHIVE_INTERVAL_S: Type.Integer({ default: 3600, minimum: 0, description: 'Seconds between archiver runs; 0 disables the loop.' }),
+  BUS_MAX_MESSAGE_BYTES: Type.Integer({ default: 65536, minimum: 1, maximum: 16 * 1024 * 1024, description: 'Largest message body in bytes (UTF-8).' }),
+  BUS_SYNC: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' })
+}, { additionalProperties: false })
+
+export type Config = Static<typeof ConfigSchema>
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
+
+// Parse the environment (or any string map) into a Config, failing with a message that names the variable.
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  const picked: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    if (env[key] !== undefined && env[key] !== '') picked[key] = env[key]
+  }
+  const value = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, picked))
+  const error = Value.Errors(ConfigSchema, value).First()
+  if (error) {
+    const name = error.path.replace(/^\//, '')
+    throw new ConfigError(`invalid configuration: ${name} ${error.message.toLowerCase()} (got ${JSON.stringify(env[name])})`)
+  }
+  const config = value as Config
+  assertSafe(config)
+  return config
+}
+
+// Without an admin token anyone who reaches the port can register agents; that is fine on loopback only.
+export function assertSafe (config: Config): void {
+  if (config.BUS_ADMIN_TOKEN === undefined && !config.BUS_OPEN_REGISTRATION && !LOOPBACK.test(config.HOST)) {
+    throw new ConfigError(`refusing to listen on ${config.HOST} with open registration: set BUS_ADMIN_TOKEN, or BUS_OPEN_REGISTRATION=true to accept it`)
+  }
+}

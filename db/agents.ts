@@ -1,0 +1,79 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { AgentRow, Database } from './schema.js'
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export interface AgentProfile {
+  description?: string
+  capabilities?: string[]
+  metadata?: Record<string, unknown>
+}
+
+// The API's view of an agent row: JSON columns parsed, the online flag as a status word.
+export function toAgent (row: AgentRow) {
+  return {
+    name: row.name,
+    description: row.description,
+    capabilities: JSON.parse(row.capabilities) as string[],
+    metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+    status: row.online === 1 ? 'online' as const : 'offline' as const,
+    last_seen_at: row.last_seen_at,
+    registered_at: row.registered_at
+  }
+}
+
+// Returns undefined when the name is taken by a registered agent.
+export async function createAgent (db: Kysely<Database>, name: string, profile: AgentProfile, tokenHash: string, now: string): Promise<AgentRow | undefined> {
+  return db.transaction().execute(async (trx) => {
+    if (await findAgent(trx, name)) return undefined
+    return trx.insertInto('agents').values({
+      name,
+      description: profile.description ?? null,
+      capabilities: JSON.stringify(profile.capabilities ?? []),
+      metadata: JSON.stringify(profile.metadata ?? {}),
+      token_hash: tokenHash,
+      registered_at: now,
+      last_seen_at: null,
+      deleted_at: null
+    }).returningAll().executeTakeFirstOrThrow()
+  })
+}
+
+export async function findAgent (db: Db, name: string): Promise<AgentRow | undefined> {
+  return db.selectFrom('agents').selectAll().where('name', '=', name).where('deleted_at', 'is', null).executeTakeFirst()
+}
+
+export async function findAgentByTokenHash (db: Db, tokenHash: string): Promise<AgentRow | undefined> {
+  return db.selectFrom('agents').selectAll().where('token_hash', '=', tokenHash).where('deleted_at', 'is', null).executeTakeFirst()
+}
+
+export async function listAgents (db: Db): Promise<AgentRow[]> {
+  return db.selectFrom('agents').selectAll().where('deleted_at', 'is', null).orderBy('name').execute()
+}
+
+export async function setTokenHash (db: Db, id: number, tokenHash: string): Promise<void> {
+  await db.updateTable('agents').set({ token_hash: tokenHash }).where('id', '=', id).execute()
+}
+
+// The row stays, without its token, so messages it sent keep their sender in the others' history.
+export async function deregisterAgent (db: Db, id: number, now: string): Promise<void> {
+  await db.updateTable('agents').set({ token_hash: null, online: 0, deleted_at: now }).where('id', '=', id).execute()
+}
+
+export async function markSeen (db: Db, id: number, now: string): Promise<void> {
+  await db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id).execute()
+}
+
+// Marks offline every online agent not seen since the cutoff; returns how many.
+export async function markOfflineBefore (db: Db, cutoff: string): Promise<number> {
+  const result = await db.updateTable('agents').set({ online: 0 })
+    .where('online', '=', 1).where('last_seen_at', '<', cutoff).executeTakeFirst()
+  return Number(result.numUpdatedRows)
+}
+
+export async function agentStats (db: Db): Promise<{ total: number, online: number }> {
+  const row = await db.selectFrom('agents')
+    .select([sql<number>`count(*)`.as('total'), sql<number>`coalesce(sum(online), 0)`.as('online')])
+    .where('deleted_at', 'is', null).executeTakeFirstOrThrow()
+  return { total: Number(row.total), online: Number(row.online) }
+}

@@ -1,0 +1,317 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database } from './schema.js'
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export const PRIORITIES = ['normal', 'high', 'urgent'] as const
+export type PriorityName = typeof PRIORITIES[number]
+// Stored as a rank so that the inbox index orders by it: urgent (2) first.
+export const rankOf = (p: PriorityName): number => PRIORITIES.indexOf(p)
+
+export interface SendInput {
+  senderId: number
+  senderName: string
+  to?: string[]
+  body: string
+  subject?: string
+  priority: PriorityName
+  replyTo?: number
+  data?: Record<string, unknown>
+  idempotencyKey?: string
+  now: string
+}
+
+export interface Sent {
+  id: number
+  thread_id: number
+  from: string
+  to: string[]
+  broadcast: boolean
+  recipients: number
+  priority: PriorityName
+  created_at: string
+}
+
+export type SendOutcome =
+  | { ok: true, sent: Sent, replayed: boolean }
+  | { ok: false, unknownRecipients: string[] }
+  | { ok: false, replyToNotFound: number }
+
+// Stores a message and one delivery per recipient in one transaction: all of it or nothing.
+export async function sendMessage (db: Kysely<Database>, input: SendInput): Promise<SendOutcome> {
+  return db.transaction().execute(async (trx): Promise<SendOutcome> => {
+    if (input.idempotencyKey !== undefined) {
+      const previous = await trx.selectFrom('messages').select('seq')
+        .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
+      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true }
+    }
+
+    let threadId: number | undefined
+    if (input.replyTo !== undefined) {
+      const parent = await visibleMessages(trx, input.senderId).select('m.thread_id')
+        .where('m.seq', '=', input.replyTo).executeTakeFirst()
+      if (!parent) return { ok: false, replyToNotFound: input.replyTo }
+      threadId = parent.thread_id
+    }
+
+    let recipientIds: number[] = []
+    if (input.to !== undefined) {
+      const found = await trx.selectFrom('agents').select(['id', 'name'])
+        .where('name', 'in', input.to).where('deleted_at', 'is', null).execute()
+      if (found.length !== input.to.length) {
+        const known = new Set(found.map((a) => a.name))
+        return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
+      }
+      recipientIds = found.map((a) => a.id)
+    }
+
+    const priority = rankOf(input.priority)
+    const { seq } = await trx.insertInto('messages').values({
+      sender_id: input.senderId,
+      recipients: input.to === undefined ? null : JSON.stringify(input.to),
+      subject: input.subject ?? null,
+      body: input.body,
+      data: input.data === undefined ? null : JSON.stringify(input.data),
+      priority,
+      reply_to: input.replyTo ?? null,
+      thread_id: threadId ?? 0,
+      created_at: input.now,
+      idempotency_key: input.idempotencyKey ?? null
+    }).returning('seq').executeTakeFirstOrThrow()
+    // A message that replies to nothing starts its own thread, named by its own id.
+    if (threadId === undefined) {
+      threadId = seq
+      await trx.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq).execute()
+    }
+
+    let recipients: number
+    if (input.to === undefined) {
+      // A broadcast: one delivery per registered agent but the sender, in one statement.
+      const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'read_at'])
+        .expression((eb) => eb.selectFrom('agents')
+          .select([eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'), sql<null>`null`.as('read_at')])
+          .where('deleted_at', 'is', null).where('id', '!=', input.senderId))
+        .executeTakeFirst()
+      recipients = Number(result.numInsertedOrUpdatedRows ?? 0)
+    } else {
+      await trx.insertInto('deliveries')
+        .values(recipientIds.map((id) => ({ message_seq: seq, recipient_id: id, priority, read_at: null })))
+        .execute()
+      recipients = recipientIds.length
+    }
+
+    return {
+      ok: true,
+      replayed: false,
+      sent: {
+        id: seq,
+        thread_id: threadId,
+        from: input.senderName,
+        to: input.to ?? [],
+        broadcast: input.to === undefined,
+        recipients,
+        priority: input.priority,
+        created_at: input.now
+      }
+    }
+  })
+}
+
+async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
+  const m = await db.selectFrom('all_messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
+  const { count } = await db.selectFrom('all_deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('message_seq', '=', seq).executeTakeFirstOrThrow()
+  return {
+    id: m.seq,
+    thread_id: m.thread_id,
+    from,
+    to: m.recipients === null ? [] : JSON.parse(m.recipients),
+    broadcast: m.recipients === null,
+    recipients: Number(count),
+    priority: PRIORITIES[m.priority],
+    created_at: m.created_at
+  }
+}
+
+// Messages the agent sent or received, live or archived, with the agent's own read time and the sender's name.
+function visibleMessages (db: Db, agentId: number) {
+  return db.selectFrom('all_messages as m')
+    .innerJoin('agents as s', 's.id', 'm.sender_id')
+    .leftJoin('all_deliveries as d', (j) => j.onRef('d.message_seq', '=', 'm.seq').on('d.recipient_id', '=', agentId))
+    .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId)]))
+}
+
+const messageColumns = [
+  'm.seq', 'm.sender_id', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id',
+  'm.created_at', 'm.archived', 's.name as sender', 'd.read_at'
+] as const
+
+interface MessageRowWithSender {
+  seq: number
+  recipients: string | null
+  subject: string | null
+  body: string
+  data: string | null
+  priority: number
+  reply_to: number | null
+  thread_id: number
+  created_at: string
+  archived: 0 | 1
+  sender: string
+  read_at: string | null
+}
+
+export function toMessage (row: MessageRowWithSender) {
+  return {
+    id: row.seq,
+    from: row.sender,
+    to: row.recipients === null ? [] : JSON.parse(row.recipients) as string[],
+    broadcast: row.recipients === null,
+    subject: row.subject,
+    body: row.body,
+    data: row.data === null ? null : JSON.parse(row.data) as Record<string, unknown>,
+    priority: PRIORITIES[row.priority],
+    reply_to: row.reply_to,
+    thread_id: row.thread_id,
+    created_at: row.created_at,
+    read_at: row.read_at,
+    archived: row.archived === 1
+  }
+}
+export type MessageView = ReturnType<typeof toMessage>
+
+export interface InboxQuery {
+  unread?: boolean
+  priority?: PriorityName
+  limit: number
+  // Keyset position in inbox order: the last (priority rank, seq) seen.
+  after?: { rank: number, seq: number }
+}
+
+// The caller's live inbox: urgent, then high, then normal; oldest first within each.
+export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promise<MessageView[]> {
+  let query = db.selectFrom('deliveries as d')
+    .innerJoin('all_messages as m', (j) => j.onRef('m.seq', '=', 'd.message_seq').on('m.archived', '=', 0))
+    .innerJoin('agents as s', 's.id', 'm.sender_id')
+    .select(messageColumns)
+    .where('d.recipient_id', '=', agentId)
+  if (q.unread) query = query.where('d.read_at', 'is', null)
+  if (q.priority !== undefined) query = query.where('d.priority', '=', rankOf(q.priority))
+  if (q.after) {
+    const { rank, seq } = q.after
+    query = query.where((eb) => eb.or([
+      eb('d.priority', '<', rank),
+      eb.and([eb('d.priority', '=', rank), eb('d.message_seq', '>', seq)])
+    ]))
+  }
+  const rows = await query.orderBy('d.priority', 'desc').orderBy('d.message_seq', 'asc').limit(q.limit).execute()
+  return rows.map(toMessage)
+}
+
+export async function countUnread (db: Db, agentId: number): Promise<number> {
+  const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('recipient_id', '=', agentId).where('read_at', 'is', null).executeTakeFirstOrThrow()
+  return Number(count)
+}
+
+export interface AckOutcome { acked: number, already_read: number, not_found: number[] }
+
+// Marks the caller's deliveries read. Idempotent: a second ack of the same id counts as already read.
+export async function ackMessages (db: Kysely<Database>, agentId: number, ids: number[], now: string): Promise<AckOutcome> {
+  const unique = [...new Set(ids)]
+  return db.transaction().execute(async (trx) => {
+    const rows = await trx.selectFrom('all_deliveries').select(['message_seq', 'read_at'])
+      .where('recipient_id', '=', agentId).where('message_seq', 'in', unique).execute()
+    const found = new Set(rows.map((r) => r.message_seq))
+    const unread = rows.filter((r) => r.read_at === null).map((r) => r.message_seq)
+    if (unread.length > 0) {
+      await trx.updateTable('deliveries').set({ read_at: now })
+        .where('recipient_id', '=', agentId).where('message_seq', 'in', unread).execute()
+    }
+    return {
+      acked: unread.length,
+      already_read: rows.length - unread.length,
+      not_found: unique.filter((id) => !found.has(id))
+    }
+  })
+}
+
+export async function getMessage (db: Db, agentId: number, seq: number) {
+  const row = await visibleMessages(db, agentId).select(messageColumns).where('m.seq', '=', seq).executeTakeFirst()
+  if (!row) return undefined
+  const message: MessageView & { receipts?: Array<{ agent: string, read_at: string | null }> } = toMessage(row)
+  if (row.sender_id === agentId) {
+    message.receipts = await db.selectFrom('all_deliveries as d').innerJoin('agents as a', 'a.id', 'd.recipient_id')
+      .select(['a.name as agent', 'd.read_at']).where('d.message_seq', '=', seq).orderBy('a.name').execute()
+  }
+  return message
+}
+
+export async function listThread (db: Db, agentId: number, threadId: number): Promise<MessageView[]> {
+  const rows = await visibleMessages(db, agentId).select(messageColumns)
+    .where('m.thread_id', '=', threadId).orderBy('m.seq').execute()
+  return rows.map(toMessage)
+}
+
+export interface HistoryQuery {
+  since?: string
+  until?: string
+  withAgentId?: number
+  thread?: number
+  limit: number
+  afterSeq?: number
+}
+
+// What the agent sent or received, in the order it was stored, archived messages included.
+export async function listHistory (db: Db, agentId: number, q: HistoryQuery): Promise<MessageView[]> {
+  let query = visibleMessages(db, agentId).select(messageColumns)
+  if (q.since !== undefined) query = query.where('m.created_at', '>=', q.since)
+  if (q.until !== undefined) query = query.where('m.created_at', '<', q.until)
+  if (q.thread !== undefined) query = query.where('m.thread_id', '=', q.thread)
+  if (q.afterSeq !== undefined) query = query.where('m.seq', '>', q.afterSeq)
+  const other = q.withAgentId
+  if (other !== undefined) {
+    // A conversation with one other agent: what I sent them, or what they sent me.
+    query = query.where((eb) => eb.or([
+      eb.and([eb('m.sender_id', '=', agentId), eb.exists(eb.selectFrom('all_deliveries as o').select('o.message_seq')
+        .whereRef('o.message_seq', '=', 'm.seq').where('o.recipient_id', '=', other))]),
+      eb.and([eb('m.sender_id', '=', other), eb('d.recipient_id', '=', agentId)])
+    ]))
+  }
+  const rows = await query.orderBy('m.seq').limit(q.limit).execute()
+  return rows.map(toMessage)
+}
+
+// Moves up to `batch` messages created before the cutoff and read by every recipient into the archive tables,
+// in one short transaction; returns how many moved. The caller loops, yielding between batches, so sends never wait long.
+export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch: number): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const rows = await trx.selectFrom('messages as m').select('m.seq')
+      .where('m.created_at', '<', cutoff)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('deliveries as d').select('d.message_seq')
+        .whereRef('d.message_seq', '=', 'm.seq').where('d.read_at', 'is', null))))
+      .orderBy('m.seq').limit(batch).execute()
+    if (rows.length === 0) return 0
+    const seqs = rows.map((r) => r.seq)
+    await trx.insertInto('archived_messages').expression(trx.selectFrom('messages').selectAll().where('seq', 'in', seqs)).execute()
+    await trx.insertInto('archived_deliveries').expression(trx.selectFrom('deliveries').selectAll().where('message_seq', 'in', seqs)).execute()
+    await trx.deleteFrom('deliveries').where('message_seq', 'in', seqs).execute()
+    await trx.deleteFrom('messages').where('seq', 'in', seqs).execute()
+    return seqs.length
+  })
+}
+
+export async function messageStats (db: Db) {
+  const count = sql<number>`count(*)`.as('count')
+  const byPriority = await db.selectFrom('all_messages').select(['priority', 'archived']).select(count)
+    .groupBy(['priority', 'archived']).execute()
+  const unread = await db.selectFrom('deliveries').select(count).where('read_at', 'is', null).executeTakeFirstOrThrow()
+  const stats = { total: 0, unread: Number(unread.count), archived: 0, by_priority: { normal: 0, high: 0, urgent: 0 } }
+  for (const row of byPriority) {
+    const n = Number(row.count)
+    stats.total += n
+    if (row.archived === 1) stats.archived += n
+    stats.by_priority[PRIORITIES[row.priority]] += n
+  }
+  return stats
+}

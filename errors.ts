@@ -1,0 +1,11 @@
+import createError from '@fastify/error'
+
+// The bus's coded errors. Fastify's error handler turns each into { statusCode, code, error, message }.
+export const AgentNotFound = createError('BUS_AGENT_NOT_FOUND', 'agent not found: %s', 404)
+export const MessageNotFound = createError('BUS_MESSAGE_NOT_FOUND', 'message not found: %s', 404)
+export const ThreadNotFound = createError('BUS_THREAD_NOT_FOUND', 'thread not found: %s', 404)
+export const NameTaken = createError('BUS_NAME_TAKEN', 'agent name is taken: %s', 409)
+export const Unauthorized = createError('BUS_UNAUTHORIZED', '%s', 401)
+export const Forbidden = createError('BUS_FORBIDDEN', '%s', 403)
+export const MessageTooLarge = createError('BUS_MESSAGE_TOO_LARGE', 'body is %d bytes, more than the limit of %d', 413)
+export const BadCursor = createError('BUS_BAD_CURSOR', 'cursor is not one this listing gave out', 400)

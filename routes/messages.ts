@@ -1,0 +1,174 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { findAgent } from '../db/agents.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, sendMessage } from '../db/messages.js'
+import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
+import { agentOf } from '../plugins/auth.js'
+import { authErrors, ErrorResponse, ref } from '../schemas/common.js'
+import {
+  AckBody, AckResult, HistoryQuery, InboxQuery, Message, MessageCreate, MessagePage, MessageParams, MessageSent, Thread
+} from '../schemas/message.js'
+
+export interface MessagesOptions {
+  maxMessageBytes: number
+}
+
+const security = [{ bearer: [] }]
+const tags = ['messages']
+
+// Cursors are opaque to clients: base64url of the keyset position of the last item returned.
+const encodeCursor = (...parts: number[]): string => Buffer.from(parts.join('.')).toString('base64url')
+function decodeCursor (cursor: string, parts: number): number[] {
+  const values = Buffer.from(cursor, 'base64url').toString().split('.').map(Number)
+  if (values.length !== parts || !values.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new BadCursor()
+  return values
+}
+
+const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
+  const { db } = app
+
+  app.post('/send', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'sendMessage',
+      tags,
+      summary: 'Send a direct or broadcast message',
+      description: 'The sender is the token\'s agent. Omit `to` to broadcast to every other agent. ' +
+        'An Idempotency-Key header makes a retry answer the first result instead of storing a duplicate.',
+      security,
+      headers: Type.Object({
+        'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Any unique string per logical send.' }))
+      }),
+      body: ref(MessageCreate),
+      response: { 201: ref(MessageSent), ...authErrors, 404: ref(ErrorResponse), 413: ref(ErrorResponse) }
+    }
+  }, async (request, reply) => {
+    const sender = agentOf(request)
+    const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = request.body
+    const bytes = Buffer.byteLength(body)
+    if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
+    const outcome = await sendMessage(db, {
+      senderId: sender.id,
+      senderName: sender.name,
+      to: to === undefined ? undefined : Array.isArray(to) ? to : [to],
+      body,
+      subject,
+      priority,
+      replyTo,
+      data,
+      idempotencyKey: request.headers['idempotency-key'],
+      now: new Date().toISOString()
+    })
+    if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
+    if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
+    request.log.info({ id: outcome.sent.id, recipients: outcome.sent.recipients, replayed: outcome.replayed }, 'message sent')
+    reply.code(201)
+    return outcome.sent
+  })
+
+  app.get('/inbox', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'listInbox',
+      tags,
+      summary: 'The caller\'s messages, most urgent first',
+      description: 'Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only.',
+      security,
+      querystring: InboxQuery,
+      response: { 200: ref(MessagePage), ...authErrors }
+    }
+  }, async (request) => {
+    const agent = agentOf(request)
+    const { unread, priority, limit = 50, cursor } = request.query
+    const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
+    const page = await listInbox(db, agent.id, {
+      unread, priority, limit, after: after && { rank: after[0], seq: after[1] }
+    })
+    const last = page.at(-1)
+    return {
+      messages: page,
+      next_cursor: page.length === limit && last ? encodeCursor(rankOf(last.priority), last.id) : null
+    }
+  })
+
+  app.post('/ack', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'ackMessages',
+      tags,
+      summary: 'Mark messages read (read receipts)',
+      description: 'Idempotent. Ids that are not in the caller\'s inbox are listed back, not an error.',
+      security,
+      body: ref(AckBody),
+      response: { 200: ref(AckResult), ...authErrors }
+    }
+  }, async (request) => ackMessages(db, agentOf(request).id, request.body.ids, new Date().toISOString()))
+
+  app.get('/messages/:id', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'getMessage',
+      tags,
+      summary: 'One message, with read receipts for its sender',
+      description: 'Only its sender and its recipients can see a message; anyone else gets 404.',
+      security,
+      params: MessageParams,
+      response: { 200: ref(Message), ...authErrors, 404: ref(ErrorResponse) }
+    }
+  }, async (request) => {
+    const message = await getMessage(db, agentOf(request).id, request.params.id)
+    if (!message) throw new MessageNotFound(String(request.params.id))
+    return message
+  })
+
+  app.get('/threads/:id', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'getThread',
+      tags,
+      summary: 'A reply chain in order',
+      description: 'The id is the thread_id (the id of the message that started it). Lists the messages of the thread the caller sent or received.',
+      security,
+      params: MessageParams,
+      response: { 200: ref(Thread), ...authErrors, 404: ref(ErrorResponse) }
+    }
+  }, async (request) => {
+    const list = await listThread(db, agentOf(request).id, request.params.id)
+    if (list.length === 0) throw new ThreadNotFound(String(request.params.id))
+    return { thread_id: request.params.id, messages: list }
+  })
+
+  app.get('/history', {
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'listHistory',
+      tags,
+      summary: 'What the caller sent or received, in time order',
+      description: 'Archived messages are included and marked `archived: true`. `since` is inclusive, `until` exclusive.',
+      security,
+      querystring: HistoryQuery,
+      response: { 200: ref(MessagePage), ...authErrors, 404: ref(ErrorResponse) }
+    }
+  }, async (request) => {
+    const agent = agentOf(request)
+    const { since, until, with: other, thread, limit = 50, cursor } = request.query
+    let withAgentId: number | undefined
+    if (other !== undefined) {
+      const row = await findAgent(db, other)
+      if (!row) throw new AgentNotFound(other)
+      withAgentId = row.id
+    }
+    const page = await listHistory(db, agent.id, {
+      since: since === undefined ? undefined : new Date(since).toISOString(),
+      until: until === undefined ? undefined : new Date(until).toISOString(),
+      withAgentId,
+      thread,
+      limit,
+      afterSeq: cursor === undefined ? undefined : decodeCursor(cursor, 1)[0]
+    })
+    const last = page.at(-1)
+    return { messages: page, next_cursor: page.length === limit && last ? encodeCursor(last.id) : null }
+  })
+}
+
+export default messages

@@ -1,0 +1,49 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { AgentName, ref, Timestamp } from './common.js'
+
+const profileFields = {
+  description: Type.Optional(Type.String({ maxLength: 1024, description: 'What the agent does.' })),
+  capabilities: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 64, description: 'Free-form capability tags.' })),
+  metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object the agent wants others to see.' }))
+}
+
+export const AgentCreate = Type.Object({
+  name: ref(AgentName),
+  ...profileFields
+}, { $id: 'AgentCreate', additionalProperties: false })
+export type AgentCreate = Static<typeof AgentCreate>
+
+const agentFields = {
+  name: ref(AgentName),
+  description: Type.Union([Type.String(), Type.Null()]),
+  capabilities: Type.Array(Type.String()),
+  metadata: Type.Record(Type.String(), Type.Unknown()),
+  status: Type.Union([Type.Literal('online'), Type.Literal('offline')]),
+  last_seen_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'The last request or heartbeat from the agent.' }),
+  registered_at: ref(Timestamp)
+}
+
+export const Agent = Type.Object(agentFields, { $id: 'Agent' })
+export type Agent = Static<typeof Agent>
+
+export const AgentWithToken = Type.Object({
+  ...agentFields,
+  token: Type.String({ description: 'The bearer token. Shown only this once: the bus keeps only its hash.' })
+}, { $id: 'AgentWithToken' })
+
+export const AgentToken = Type.Object({
+  name: ref(AgentName),
+  token: Type.String({ description: 'The new bearer token; the old one stops working now.' })
+}, { $id: 'AgentToken' })
+
+export const AgentList = Type.Object({
+  agents: Type.Array(ref(Agent))
+}, { $id: 'AgentList' })
+
+export const Heartbeat = Type.Object({
+  name: ref(AgentName),
+  status: Type.Literal('online'),
+  unread: Type.Integer({ description: 'Unread messages in the inbox.' })
+}, { $id: 'Heartbeat' })
+
+export const AgentParams = Type.Object({ name: ref(AgentName) })

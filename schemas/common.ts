@@ -1,0 +1,33 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+// A reference to a shared schema by its $id, typed as the schema itself (TypeBox 0.34 docs), so the OpenAPI
+// document gets a named component instead of an inlined copy.
+export const ref = <T extends TSchema & { $id?: string }>(schema: T) =>
+  Type.Unsafe<Static<T>>(Type.Ref(schema.$id as string))
+
+export const ErrorResponse = Type.Object({
+  statusCode: Type.Integer({ description: 'The HTTP status code.' }),
+  code: Type.Optional(Type.String({ description: 'A stable machine-readable code, such as BUS_AGENT_NOT_FOUND.' })),
+  error: Type.String({ description: 'The HTTP status text.' }),
+  message: Type.String({ description: 'What was wrong, naming the field or resource.' })
+}, { $id: 'ErrorResponse', description: 'Every error answer has this shape.' })
+
+export const Timestamp = Type.String({ $id: 'Timestamp', format: 'date-time', description: 'An ISO-8601 UTC time.' })
+
+export const Priority = Type.Union([Type.Literal('normal'), Type.Literal('high'), Type.Literal('urgent')], {
+  $id: 'Priority', description: 'Inbox order: urgent first, then high, then normal.'
+})
+export type Priority = Static<typeof Priority>
+
+export const AgentName = Type.String({
+  $id: 'AgentName', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'An agent name: lower-case letters, digits, dot, underscore, dash; at most 64.'
+})
+
+export const Cursor = Type.String({ $id: 'Cursor', minLength: 1, maxLength: 64, description: 'An opaque position to continue a listing from.' })
+
+// The error answers most authenticated routes can give.
+export const authErrors = {
+  400: ref(ErrorResponse),
+  401: ref(ErrorResponse),
+  403: ref(ErrorResponse)
+}

@@ -1,0 +1,13 @@
+import { AgentName, Cursor, ErrorResponse, Priority, Timestamp } from './common.js'
+import { Agent, AgentCreate, AgentList, AgentToken, AgentWithToken, Heartbeat } from './agent.js'
+import { AckBody, AckResult, Message, MessageCreate, MessagePage, MessageSent, Receipt, Thread } from './message.js'
+import { Health, Stats } from './stats.js'
+
+// Every schema with an $id, registered once at the root; each becomes a named OpenAPI component.
+// Referenced schemas come before the schemas that reference them.
+export const schemas = [
+  ErrorResponse, Timestamp, Priority, AgentName, Cursor,
+  AgentCreate, Agent, AgentWithToken, AgentToken, AgentList, Heartbeat,
+  MessageCreate, MessageSent, Receipt, Message, MessagePage, Thread, AckBody, AckResult,
+  Stats, Health
+]
