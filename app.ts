@@ -31,12 +31,11 @@ export async function buildApp (config: Config, { logger = false, loops = true }
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
     const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
     if (status >= 500) request.log.error({ err }, 'request failed')
-    return reply.code(status).send({
-      statusCode: status,
-      code: err.code,
-      error: STATUS_CODES[status] ?? 'Error',
-      message: status >= 500 ? 'internal error' : err.message
-    })
+    // Our own coded 503s say what is unavailable; anything else that failed inside stays in the log.
+    if (status >= 500 && err.code !== 'BUS_UNAVAILABLE') {
+      return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status], message: 'internal error' })
+    }
+    return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
   })
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })

@@ -4,7 +4,7 @@ import { countUnread } from '../db/messages.js'
 import { AgentNotFound, Forbidden, NameTaken } from '../errors.js'
 import { agentOf, hashToken, newToken, type Caller } from '../plugins/auth.js'
 import { Agent, AgentCreate, AgentList, AgentParams, AgentToken, AgentWithToken, Heartbeat } from '../schemas/agent.js'
-import { authErrors, ErrorResponse, ref } from '../schemas/common.js'
+import { authErrors, errorResponse, ref } from '../schemas/common.js'
 
 const security = [{ bearer: [] }]
 const tags = ['agents']
@@ -26,7 +26,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       description: 'Needs the admin token when BUS_ADMIN_TOKEN is set; open otherwise. The token is shown only in this answer.',
       security: [{ bearer: [] }, {}],
       body: ref(AgentCreate),
-      response: { 201: ref(AgentWithToken), ...authErrors, 409: ref(ErrorResponse) }
+      response: { 201: ref(AgentWithToken, 'Registered; keep the token.'), ...authErrors, 409: errorResponse('The name is taken.') }
     }
   }, async (request, reply) => {
     const { name, ...profile } = request.body
@@ -45,7 +45,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       tags,
       summary: 'List registered agents with their presence',
       security,
-      response: { 200: ref(AgentList), ...authErrors }
+      response: { 200: ref(AgentList, 'Registered agents, by name.'), ...authErrors }
     }
   }, async () => ({ agents: (await listAgents(db)).map(toAgent) }))
 
@@ -57,7 +57,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'One agent with its presence',
       security,
       params: AgentParams,
-      response: { 200: ref(Agent), ...authErrors, 404: ref(ErrorResponse) }
+      response: { 200: ref(Agent, 'The agent.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request) => {
     const row = await findAgent(db, request.params.name)
@@ -74,7 +74,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       description: 'The agent itself or the admin. The old token stops working at once.',
       security,
       params: AgentParams,
-      response: { 200: ref(AgentToken), ...authErrors, 404: ref(ErrorResponse) }
+      response: { 200: ref(AgentToken, 'The new token.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request) => {
     const { name } = request.params
@@ -96,7 +96,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       description: 'The agent itself or the admin. Its token stops working; messages it sent or received stay in the others\' history.',
       security,
       params: AgentParams,
-      response: { 204: { type: 'null', description: 'Deregistered.' }, ...authErrors, 404: ref(ErrorResponse) }
+      response: { 204: { type: 'null', description: 'Deregistered.' }, ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request, reply) => {
     const { name } = request.params
@@ -116,7 +116,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Mark the caller online and count its unread messages',
       description: 'Any authenticated request counts as activity; this one exists for agents with nothing else to say.',
       security,
-      response: { 200: ref(Heartbeat), ...authErrors }
+      response: { 200: ref(Heartbeat, 'The caller is online.'), ...authErrors }
     }
   }, async (request) => {
     const agent = agentOf(request)

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { sql } from 'kysely'
-import { ErrorResponse, ref } from '../schemas/common.js'
+import { Unavailable } from '../errors.js'
+import { errorResponse, ref } from '../schemas/common.js'
 import { Health } from '../schemas/stats.js'
 
 const health: FastifyPluginAsyncTypebox = async (app) => {
@@ -10,10 +11,15 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['system'],
       summary: 'Liveness and database check, without auth',
       description: 'Answers 503 while the bus shuts down or cannot reach its database.',
-      response: { 200: ref(Health), 503: ref(ErrorResponse) }
+      response: { 200: ref(Health, 'Serving.'), 503: errorResponse('Shutting down, or the database is unavailable.') }
     }
-  }, async () => {
-    await sql`select 1`.execute(app.db)
+  }, async (request) => {
+    try {
+      await sql`select 1`.execute(app.db)
+    } catch (err) {
+      request.log.error({ err }, 'health check failed')
+      throw new Unavailable('database unavailable')
+    }
     return { status: 'ok' as const }
   })
 }

@@ -4,7 +4,7 @@ import { findAgent } from '../db/agents.js'
 import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, sendMessage } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
-import { authErrors, ErrorResponse, ref } from '../schemas/common.js'
+import { authErrors, errorResponse, ref } from '../schemas/common.js'
 import {
   AckBody, AckResult, HistoryQuery, InboxQuery, Message, MessageCreate, MessagePage, MessageParams, MessageSent, Thread
 } from '../schemas/message.js'
@@ -40,7 +40,12 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
         'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Any unique string per logical send.' }))
       }),
       body: ref(MessageCreate),
-      response: { 201: ref(MessageSent), ...authErrors, 404: ref(ErrorResponse), 413: ref(ErrorResponse) }
+      response: {
+        201: ref(MessageSent, 'Stored and delivered to every recipient\'s inbox.'),
+        ...authErrors,
+        404: errorResponse('A recipient or the reply_to message does not exist; nothing was stored.'),
+        413: errorResponse('The body is larger than BUS_MAX_MESSAGE_BYTES.')
+      }
     }
   }, async (request, reply) => {
     const sender = agentOf(request)
@@ -75,7 +80,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       description: 'Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only.',
       security,
       querystring: InboxQuery,
-      response: { 200: ref(MessagePage), ...authErrors }
+      response: { 200: ref(MessagePage, 'A page of the inbox.'), ...authErrors }
     }
   }, async (request) => {
     const agent = agentOf(request)
@@ -100,7 +105,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       description: 'Idempotent. Ids that are not in the caller\'s inbox are listed back, not an error.',
       security,
       body: ref(AckBody),
-      response: { 200: ref(AckResult), ...authErrors }
+      response: { 200: ref(AckResult, 'What was marked read.'), ...authErrors }
     }
   }, async (request) => ackMessages(db, agentOf(request).id, request.body.ids, new Date().toISOString()))
 
@@ -113,7 +118,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       description: 'Only its sender and its recipients can see a message; anyone else gets 404.',
       security,
       params: MessageParams,
-      response: { 200: ref(Message), ...authErrors, 404: ref(ErrorResponse) }
+      response: { 200: ref(Message, 'The message.'), ...authErrors, 404: errorResponse('No such message visible to the caller.') }
     }
   }, async (request) => {
     const message = await getMessage(db, agentOf(request).id, request.params.id)
@@ -130,7 +135,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       description: 'The id is the thread_id (the id of the message that started it). Lists the messages of the thread the caller sent or received.',
       security,
       params: MessageParams,
-      response: { 200: ref(Thread), ...authErrors, 404: ref(ErrorResponse) }
+      response: { 200: ref(Thread, 'The thread, oldest first.'), ...authErrors, 404: errorResponse('No such thread visible to the caller.') }
     }
   }, async (request) => {
     const list = await listThread(db, agentOf(request).id, request.params.id)
@@ -147,7 +152,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       description: 'Archived messages are included and marked `archived: true`. `since` is inclusive, `until` exclusive.',
       security,
       querystring: HistoryQuery,
-      response: { 200: ref(MessagePage), ...authErrors, 404: ref(ErrorResponse) }
+      response: { 200: ref(MessagePage, 'A page of history, oldest first.'), ...authErrors, 404: errorResponse('The `with` agent does not exist.') }
     }
   }, async (request) => {
     const agent = agentOf(request)

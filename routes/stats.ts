@@ -16,7 +16,7 @@ const stats: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['system'],
       summary: 'Counts of agents and messages, database size, uptime',
       security: [{ bearer: [] }],
-      response: { 200: ref(Stats), ...authErrors }
+      response: { 200: ref(Stats, 'Current counts.'), ...authErrors }
     }
   }, async () => {
     return {

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { AgentName, ref, Timestamp } from './common.js'
+import { AgentName, ref, StringEnum, Timestamp } from './common.js'
 
 const profileFields = {
   description: Type.Optional(Type.String({ maxLength: 1024, description: 'What the agent does.' })),
@@ -18,7 +18,7 @@ const agentFields = {
   description: Type.Union([Type.String(), Type.Null()]),
   capabilities: Type.Array(Type.String()),
   metadata: Type.Record(Type.String(), Type.Unknown()),
-  status: Type.Union([Type.Literal('online'), Type.Literal('offline')]),
+  status: StringEnum(['online', 'offline']),
   last_seen_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'The last request or heartbeat from the agent.' }),
   registered_at: ref(Timestamp)
 }

@@ -2,8 +2,13 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 
 // A reference to a shared schema by its $id, typed as the schema itself (TypeBox 0.34 docs), so the OpenAPI
 // document gets a named component instead of an inlined copy.
-export const ref = <T extends TSchema & { $id?: string }>(schema: T) =>
-  Type.Unsafe<Static<T>>(Type.Ref(schema.$id as string))
+// The description, where given, becomes the response's description in the document.
+export const ref = <T extends TSchema & { $id?: string }>(schema: T, description?: string) =>
+  Type.Unsafe<Static<T>>(Type.Ref(schema.$id as string, description === undefined ? {} : { description }))
+
+// A string enum as one `enum` keyword, which generated clients turn into a union type.
+export const StringEnum = <const T extends string[]>(values: T, options: { $id?: string, description?: string, default?: T[number] } = {}) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: values, ...options })
 
 export const ErrorResponse = Type.Object({
   statusCode: Type.Integer({ description: 'The HTTP status code.' }),
@@ -14,7 +19,7 @@ export const ErrorResponse = Type.Object({
 
 export const Timestamp = Type.String({ $id: 'Timestamp', format: 'date-time', description: 'An ISO-8601 UTC time.' })
 
-export const Priority = Type.Union([Type.Literal('normal'), Type.Literal('high'), Type.Literal('urgent')], {
+export const Priority = StringEnum(['normal', 'high', 'urgent'], {
   $id: 'Priority', description: 'Inbox order: urgent first, then high, then normal.'
 })
 export type Priority = Static<typeof Priority>
@@ -25,9 +30,11 @@ export const AgentName = Type.String({
 
 export const Cursor = Type.String({ $id: 'Cursor', minLength: 1, maxLength: 64, description: 'An opaque position to continue a listing from.' })
 
-// The error answers most authenticated routes can give.
+export const errorResponse = (description: string) => ref(ErrorResponse, description)
+
+// The error answers every authenticated route can give.
 export const authErrors = {
-  400: ref(ErrorResponse),
-  401: ref(ErrorResponse),
-  403: ref(ErrorResponse)
+  400: errorResponse('Invalid request; the message names the field.'),
+  401: errorResponse('Missing, invalid or revoked token.'),
+  403: errorResponse('The token is valid but may not do this.')
 }

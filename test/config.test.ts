@@ -1,0 +1,43 @@
+import t from 'tap'
+import { ConfigError, loadConfig } from '../config.js'
+
+t.test('defaults match the documented ones', async (t) => {
+  const config = loadConfig({})
+  t.strictSame(config, {
+    HOST: '127.0.0.1',
+    PORT: 8091,
+    BUS_DB: './data/bus.db',
+    BUS_OPEN_REGISTRATION: false,
+    BUS_OFFLINE_AFTER_S: 300,
+    BUS_ARCHIVE_AFTER_S: 604800,
+    BUS_ARCHIVE_INTERVAL_S: 3600,
+    BUS_MAX_MESSAGE_BYTES: 65536,
+    BUS_SYNC: 'full',
+    LOG_LEVEL: 'info'
+  })
+})
+
+t.test('strings from the environment are converted and unknown variables ignored', async (t) => {
+  const config = loadConfig({ PORT: '9000', BUS_OPEN_REGISTRATION: 'true', BUS_SYNC: 'normal', PATH: '/bin', BUS_ADMIN_TOKEN: 'a'.repeat(32) })
+  t.equal(config.PORT, 9000)
+  t.equal(config.BUS_OPEN_REGISTRATION, true)
+  t.equal(config.BUS_SYNC, 'normal')
+  t.equal(config.BUS_ADMIN_TOKEN, 'a'.repeat(32))
+  t.notOk('PATH' in config)
+})
+
+t.test('a bad value stops the start with a message naming the variable', async (t) => {
+  for (const [name, value] of [['PORT', 'eighty'], ['PORT', '70000'], ['BUS_SYNC', 'sometimes'], ['BUS_OFFLINE_AFTER_S', '0'],
+    ['LOG_LEVEL', 'loud'], ['BUS_ADMIN_TOKEN', 'short'], ['BUS_OPEN_REGISTRATION', 'maybe']]) {
+    t.throws(() => loadConfig({ [name]: value }), { name: 'ConfigError', message: new RegExp(`^invalid configuration: ${name} `) }, `${name}=${value}`)
+  }
+})
+
+t.test('open registration on a non-loopback address needs an explicit yes', async (t) => {
+  t.throws(() => loadConfig({ HOST: '0.0.0.0' }), ConfigError)
+  t.throws(() => loadConfig({ HOST: '0.0.0.0' }), { message: /BUS_ADMIN_TOKEN/ })
+  t.equal(loadConfig({ HOST: '0.0.0.0', BUS_OPEN_REGISTRATION: 'true' }).HOST, '0.0.0.0')
+  t.equal(loadConfig({ HOST: '0.0.0.0', BUS_ADMIN_TOKEN: 'x'.repeat(20) }).HOST, '0.0.0.0')
+  t.equal(loadConfig({ HOST: '::1' }).HOST, '::1')
+  t.equal(loadConfig({ HOST: 'localhost' }).HOST, 'localhost')
+})

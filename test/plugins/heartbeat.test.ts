@@ -1,0 +1,50 @@
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Fastify from 'fastify'
+import t from 'tap'
+import db from '../../plugins/db.js'
+import heartbeat, { sweepStaleAgents } from '../../plugins/heartbeat.js'
+import { build, register } from '../helper.js'
+
+t.test('sweepStaleAgents marks offline exactly the agents silent for longer than the ttl', async (t) => {
+  const app = await build(t)
+  const alice = await register(app, 'alice')
+  const bob = await register(app, 'bob')
+  await app.inject({ method: 'POST', url: '/heartbeat', headers: alice.auth })
+  await app.inject({ method: 'POST', url: '/heartbeat', headers: bob.auth })
+  const bobSeen = Date.parse((await app.db.selectFrom('agents').select('last_seen_at').where('name', '=', 'bob').executeTakeFirstOrThrow()).last_seen_at as string)
+  await app.db.updateTable('agents').set({ last_seen_at: new Date(bobSeen - 60_000).toISOString() }).where('name', '=', 'alice').execute()
+
+  t.equal(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), 1)
+  const list = (await app.inject({ url: '/agents', headers: { authorization: `Bearer ${bob.token}` } })).json().agents
+  t.match(list, [{ name: 'alice', status: 'offline' }, { name: 'bob', status: 'online' }])
+  t.equal(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), 0, 'already offline')
+  await app.inject({ method: 'POST', url: '/heartbeat', headers: alice.auth })
+  t.match((await app.inject({ url: '/agents/alice', headers: bob.auth })).json(), { status: 'online' }, 'activity brings it back')
+})
+
+t.test('standalone on a bare Fastify: the real timer marks a silent agent offline, and close waits for it', async (t) => {
+  const app = Fastify()
+  await app.register(db, { path: join(t.testdir(), 'bus.db'), sync: 'normal' })
+  await app.register(heartbeat, { offlineAfterMs: 50, intervalMs: 20 })
+  t.teardown(() => app.close())
+  await app.ready()
+  t.notOk('sweepStaleAgents' in app, 'the plugin exposes nothing')
+  await app.db.insertInto('agents').values({
+    name: 'idle', description: null, capabilities: '[]', metadata: '{}', token_hash: null, registered_at: new Date().toISOString(),
+    last_seen_at: new Date().toISOString(), online: 1, deleted_at: null
+  }).execute()
+  const deadline = Date.now() + 5000
+  let online = 1
+  while (online === 1 && Date.now() < deadline) {
+    await sleep(20)
+    online = (await app.db.selectFrom('agents').select('online').executeTakeFirstOrThrow()).online
+  }
+  t.equal(online, 0)
+})
+
+t.test('the heartbeat plugin needs the db plugin', async (t) => {
+  const app = Fastify()
+  app.register(heartbeat, { offlineAfterMs: 50, intervalMs: 0 })
+  await t.rejects(async () => { await app.ready() }, /db/)
+})

@@ -1,0 +1,57 @@
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import t from 'tap'
+
+// The real process, the way `npm start` runs it (npm test builds dist/ first).
+export function startServer (env: Record<string, string>) {
+  const child = spawn(process.execPath, ['dist/server.js'], { env: { ...process.env, PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => { out += d })
+  child.stderr.on('data', (d) => { err += d })
+  const url = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      const match = /"msg":"Server listening at (http:\/\/127\.0\.0\.1:\d+)"/.exec(out)
+      if (match) resolve(match[1])
+    })
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${err}${out}`)))
+  })
+  url.catch(() => {}) // a test that expects the start to fail awaits the exit instead
+  return { child, url, output: () => out, errors: () => err }
+}
+
+t.test('the server starts as the README says, serves HTTP, and shuts down cleanly on SIGTERM', async (t) => {
+  const dir = t.testdir()
+  const db = join(dir, 'data', 'bus.db')
+  const server = startServer({ BUS_DB: db })
+  const base = await server.url
+  const post = (path: string, body: unknown, token?: string) => fetch(`${base}${path}`, {
+    method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }
+  })
+  const alice = await (await post('/agents', { name: 'alice' })).json()
+  const bob = await (await post('/agents', { name: 'bob' })).json()
+  const sent = await post('/send', { to: 'bob', body: 'over the wire' }, alice.token)
+  t.equal(sent.status, 201)
+  const inbox = await (await fetch(`${base}/inbox`, { headers: { authorization: `Bearer ${bob.token}` } })).json()
+  t.match(inbox.messages, [{ from: 'alice', body: 'over the wire' }])
+  t.equal((await fetch(`${base}/docs/`)).status, 200, 'Swagger UI is served')
+  t.match(await (await fetch(`${base}/openapi.json`)).json(), { openapi: '3.1.0' })
+  t.ok(existsSync(db), 'the database folder was created')
+  t.notMatch(server.output(), alice.token, 'tokens never reach the log')
+  t.notMatch(server.output(), 'over the wire', 'message bodies never reach the log')
+
+  server.child.kill('SIGTERM')
+  const [code] = await once(server.child, 'exit')
+  t.equal(code, 0)
+  t.match(server.output(), /"signal":"SIGTERM"/)
+  t.notOk(existsSync(`${db}-wal`), 'the database was closed cleanly (WAL checkpointed and removed)')
+})
+
+t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
+  const server = startServer({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_OFFLINE_AFTER_S: 'soon' })
+  const [code] = await once(server.child, 'exit')
+  t.equal(code, 1)
+  t.match(server.errors(), /BUS_OFFLINE_AFTER_S/)
+})
