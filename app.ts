@@ -5,21 +5,25 @@ import type { Config } from './config.js'
 import archiver from './plugins/archiver.js'
 import auth from './plugins/auth.js'
 import db from './plugins/db.js'
+import fanout from './plugins/fanout.js'
 import heartbeat from './plugins/heartbeat.js'
 import swagger from './plugins/swagger.js'
 import agents from './routes/agents.js'
 import health from './routes/health.js'
 import messages from './routes/messages.js'
 import stats from './routes/stats.js'
+import stream from './routes/stream.js'
 import { schemas } from './schemas/index.js'
 
 export interface AppOptions {
   logger?: FastifyServerOptions['logger']
   // Tests turn the background loops off and call their functions directly.
   loops?: boolean
+  // The SSE keep-alive comment interval; tests shorten it.
+  streamKeepAliveMs?: number
 }
 
-export async function buildApp (config: Config, { logger = false, loops = true }: AppOptions = {}) {
+export async function buildApp (config: Config, { logger = false, loops = true, streamKeepAliveMs = 15_000 }: AppOptions = {}) {
   const app = Fastify({
     logger,
     // Room for a maximal body after JSON escaping plus the other fields; the exact body limit is checked per message.
@@ -44,6 +48,7 @@ export async function buildApp (config: Config, { logger = false, loops = true }
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })
+  await app.register(fanout)
   const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
   await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
   await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })
@@ -54,6 +59,7 @@ export async function buildApp (config: Config, { logger = false, loops = true }
 
   await app.register(agents)
   await app.register(messages, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES })
+  await app.register(stream, { keepAliveMs: streamKeepAliveMs, stallMs: config.BUS_STREAM_STALL_S * 1000 })
   await app.register(stats)
   await app.register(health)
   return app

@@ -13,6 +13,7 @@ export const ConfigSchema = Type.Object({
   BUS_ARCHIVE_AFTER_S: Type.Integer({ default: 604800, minimum: 1, description: 'Age in seconds after which fully read messages are archived.' }),
   BUS_ARCHIVE_INTERVAL_S: Type.Integer({ default: 3600, minimum: 0, description: 'Seconds between archiver runs; 0 disables the loop.' }),
   BUS_MAX_MESSAGE_BYTES: Type.Integer({ default: 65536, minimum: 1, maximum: 16 * 1024 * 1024, description: 'Largest message body in bytes (UTF-8).' }),
+  BUS_STREAM_STALL_S: Type.Integer({ default: 30, minimum: 1, description: 'A stream reader that takes no event for this long is cut off (it resumes with Last-Event-ID).' }),
   BUS_SYNC: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' })
 }, { additionalProperties: false })

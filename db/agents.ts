@@ -64,11 +64,11 @@ export async function markSeen (db: Db, id: number, now: string): Promise<void> 
   await db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id).execute()
 }
 
-// Marks offline every online agent not seen since the cutoff; returns how many.
-export async function markOfflineBefore (db: Db, cutoff: string): Promise<number> {
-  const result = await db.updateTable('agents').set({ online: 0 })
-    .where('online', '=', 1).where('last_seen_at', '<', cutoff).executeTakeFirst()
-  return Number(result.numUpdatedRows)
+// Marks offline every online agent not seen since the cutoff, except those given; returns their names.
+export async function markOfflineBefore (db: Db, cutoff: string, exceptIds: number[] = []): Promise<string[]> {
+  let query = db.updateTable('agents').set({ online: 0 }).where('online', '=', 1).where('last_seen_at', '<', cutoff)
+  if (exceptIds.length > 0) query = query.where('id', 'not in', exceptIds)
+  return (await query.returning('name').execute()).map((r) => r.name)
 }
 
 export async function agentStats (db: Db): Promise<{ total: number, online: number }> {

@@ -33,7 +33,8 @@ export interface Sent {
 }
 
 export type SendOutcome =
-  | { ok: true, sent: Sent, replayed: boolean }
+  // recipientIds is null for a broadcast.
+  | { ok: true, sent: Sent, replayed: boolean, recipientIds: number[] | null }
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
 
@@ -43,7 +44,7 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
     if (input.idempotencyKey !== undefined) {
       const previous = await trx.selectFrom('messages').select('seq')
         .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
-      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true }
+      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [] }
     }
 
     let threadId: number | undefined
@@ -103,6 +104,7 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
     return {
       ok: true,
       replayed: false,
+      recipientIds: input.to === undefined ? null : recipientIds,
       sent: {
         id: seq,
         thread_id: threadId,
@@ -143,7 +145,7 @@ function visibleMessages (db: Db, agentId: number) {
 
 const messageColumns = [
   'm.seq', 'm.sender_id', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id',
-  'm.created_at', 'm.archived', 's.name as sender', 'd.read_at'
+  'm.created_at', 'm.archived', 's.name as sender', 'd.delivered_at', 'd.read_at'
 ] as const
 
 interface MessageRowWithSender {
@@ -158,6 +160,7 @@ interface MessageRowWithSender {
   created_at: string
   archived: 0 | 1
   sender: string
+  delivered_at: string | null
   read_at: string | null
 }
 
@@ -174,6 +177,7 @@ export function toMessage (row: MessageRowWithSender) {
     reply_to: row.reply_to,
     thread_id: row.thread_id,
     created_at: row.created_at,
+    delivered_at: row.delivered_at,
     read_at: row.read_at,
     archived: row.archived === 1
   }
@@ -186,6 +190,8 @@ export interface InboxQuery {
   limit: number
   // Keyset position in inbox order: the last (priority rank, seq) seen.
   after?: { rank: number, seq: number }
+  // Only messages up to this seq (a stream's backlog ends where its live part starts).
+  upToSeq?: number
 }
 
 // The caller's live inbox: urgent, then high, then normal; oldest first within each.
@@ -197,6 +203,7 @@ export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promis
     .where('d.recipient_id', '=', agentId)
   if (q.unread) query = query.where('d.read_at', 'is', null)
   if (q.priority !== undefined) query = query.where('d.priority', '=', rankOf(q.priority))
+  if (q.upToSeq !== undefined) query = query.where('d.message_seq', '<=', q.upToSeq)
   if (q.after) {
     const { rank, seq } = q.after
     query = query.where((eb) => eb.or([
@@ -208,22 +215,53 @@ export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promis
   return rows.map(toMessage)
 }
 
+// The caller's unread messages stored after a seq, in the order they were stored: a stream's live part.
+export async function listUnreadAfter (db: Db, agentId: number, afterSeq: number, limit: number): Promise<MessageView[]> {
+  const rows = await db.selectFrom('deliveries as d')
+    .innerJoin('all_messages as m', (j) => j.onRef('m.seq', '=', 'd.message_seq').on('m.archived', '=', 0))
+    .innerJoin('agents as s', 's.id', 'm.sender_id')
+    .select(messageColumns)
+    .where('d.recipient_id', '=', agentId).where('d.read_at', 'is', null).where('d.message_seq', '>', afterSeq)
+    .orderBy('d.message_seq').limit(limit).execute()
+  return rows.map(toMessage)
+}
+
+export async function latestSeq (db: Db): Promise<number> {
+  const row = await db.selectFrom('messages').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirst()
+  return row?.seq ?? 0
+}
+
+// Records the first hand-over of these messages to the agent (stream, webhook or inbox read).
+export async function markDelivered (db: Db, agentId: number, seqs: number[], now: string): Promise<void> {
+  if (seqs.length === 0) return
+  await db.updateTable('deliveries').set({ delivered_at: now })
+    .where('recipient_id', '=', agentId).where('message_seq', 'in', seqs).where('delivered_at', 'is', null).execute()
+}
+
 export async function countUnread (db: Db, agentId: number): Promise<number> {
   const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
     .where('recipient_id', '=', agentId).where('read_at', 'is', null).executeTakeFirstOrThrow()
   return Number(count)
 }
 
-export interface AckOutcome { acked: number, already_read: number, not_found: number[] }
+export interface AckOutcome {
+  acked: number
+  already_read: number
+  not_found: number[]
+  // The messages this ack marked read, with their senders, for read receipts.
+  newlyRead: Array<{ seq: number, senderId: number }>
+}
 
 // Marks the caller's deliveries read. Idempotent: a second ack of the same id counts as already read.
 export async function ackMessages (db: Kysely<Database>, agentId: number, ids: number[], now: string): Promise<AckOutcome> {
   const unique = [...new Set(ids)]
   return db.transaction().execute(async (trx) => {
-    const rows = await trx.selectFrom('all_deliveries').select(['message_seq', 'read_at'])
-      .where('recipient_id', '=', agentId).where('message_seq', 'in', unique).execute()
+    const rows = await trx.selectFrom('all_deliveries as d').innerJoin('all_messages as m', 'm.seq', 'd.message_seq')
+      .select(['d.message_seq', 'd.read_at', 'm.sender_id'])
+      .where('d.recipient_id', '=', agentId).where('d.message_seq', 'in', unique).execute()
     const found = new Set(rows.map((r) => r.message_seq))
-    const unread = rows.filter((r) => r.read_at === null).map((r) => r.message_seq)
+    const newlyRead = rows.filter((r) => r.read_at === null).map((r) => ({ seq: r.message_seq, senderId: r.sender_id }))
+    const unread = newlyRead.map((r) => r.seq)
     if (unread.length > 0) {
       await trx.updateTable('deliveries').set({ read_at: now })
         .where('recipient_id', '=', agentId).where('message_seq', 'in', unread).execute()
@@ -231,7 +269,8 @@ export async function ackMessages (db: Kysely<Database>, agentId: number, ids: n
     return {
       acked: unread.length,
       already_read: rows.length - unread.length,
-      not_found: unique.filter((id) => !found.has(id))
+      not_found: unique.filter((id) => !found.has(id)),
+      newlyRead
     }
   })
 }
@@ -239,10 +278,10 @@ export async function ackMessages (db: Kysely<Database>, agentId: number, ids: n
 export async function getMessage (db: Db, agentId: number, seq: number) {
   const row = await visibleMessages(db, agentId).select(messageColumns).where('m.seq', '=', seq).executeTakeFirst()
   if (!row) return undefined
-  const message: MessageView & { receipts?: Array<{ agent: string, read_at: string | null }> } = toMessage(row)
+  const message: MessageView & { receipts?: Array<{ agent: string, delivered_at: string | null, read_at: string | null }> } = toMessage(row)
   if (row.sender_id === agentId) {
     message.receipts = await db.selectFrom('all_deliveries as d').innerJoin('agents as a', 'a.id', 'd.recipient_id')
-      .select(['a.name as agent', 'd.read_at']).where('d.message_seq', '=', seq).orderBy('a.name').execute()
+      .select(['a.name as agent', 'd.delivered_at', 'd.read_at']).where('d.message_seq', '=', seq).orderBy('a.name').execute()
   }
   return message
 }

@@ -15,6 +15,9 @@ export interface AgentTable {
   last_seen_at: string | null
   online: Generated<0 | 1>
   deleted_at: string | null
+  // Where new messages are POSTed, signed with the secret (HMAC-SHA256); null without a webhook.
+  webhook_url: string | null
+  webhook_secret: string | null
 }
 
 export interface MessageTable {
@@ -38,6 +41,11 @@ export interface DeliveryTable {
   // Copied from the message so that the inbox order (priority, then seq) is served by one index.
   priority: number
   read_at: string | null
+  // First handed to the agent by a stream, a webhook, or an inbox read.
+  delivered_at: string | null
+  webhook_attempts: Generated<number>
+  // When the next webhook attempt is due; null when none is pending. Kept in the table so retries survive restarts.
+  webhook_next_at: string | null
 }
 
 export interface Database {

@@ -59,6 +59,7 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
     const now = new Date()
     if (agent.online === 0 || agent.last_seen_at === null || now.getTime() - Date.parse(agent.last_seen_at) >= seenEveryMs) {
       await markSeen(app.db, agent.id, now.toISOString())
+      if (agent.online === 0) app.fanout.publish({ kind: 'presence', agent: agent.name, status: 'online' })
       agent.online = 1
       agent.last_seen_at = now.toISOString()
     }
@@ -80,4 +81,4 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
   })
 }
 
-export default fp(auth, { name: 'auth', dependencies: ['db'], fastify: '5.x' })
+export default fp(auth, { name: 'auth', dependencies: ['db', 'fanout'], fastify: '5.x' })

@@ -11,17 +11,18 @@ export interface HeartbeatOptions {
   intervalMs: number
 }
 
-// Marks offline every agent silent for longer than ttlMs; returns how many changed.
-export async function sweepStaleAgents (db: Kysely<Database>, now: Date, ttlMs: number): Promise<number> {
-  return markOfflineBefore(db, new Date(now.getTime() - ttlMs).toISOString())
+// Marks offline every agent silent for longer than ttlMs, except those with an open stream; returns their names.
+export async function sweepStaleAgents (db: Kysely<Database>, now: Date, ttlMs: number, connected: number[] = []): Promise<string[]> {
+  return markOfflineBefore(db, new Date(now.getTime() - ttlMs).toISOString(), connected)
 }
 
 const heartbeat: FastifyPluginAsync<HeartbeatOptions> = async (app, { offlineAfterMs, intervalMs }) => {
   const log = app.log.child({ plugin: 'heartbeat' })
   startLoop(app, intervalMs, async () => {
-    const n = await sweepStaleAgents(app.db, new Date(), offlineAfterMs)
-    if (n > 0) log.info({ offline: n }, 'agents went offline')
+    const names = await sweepStaleAgents(app.db, new Date(), offlineAfterMs, app.fanout.connectedAgents())
+    for (const agent of names) app.fanout.publish({ kind: 'presence', agent, status: 'offline' })
+    if (names.length > 0) log.info({ offline: names.length }, 'agents went offline')
   }, log)
 }
 
-export default fp(heartbeat, { name: 'heartbeat', dependencies: ['db'], fastify: '5.x', encapsulate: true })
+export default fp(heartbeat, { name: 'heartbeat', dependencies: ['db', 'fanout'], fastify: '5.x', encapsulate: true })

@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent } from '../db/agents.js'
-import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, sendMessage } from '../db/messages.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, sendMessage } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
+import { Watch } from '../plugins/fanout.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 import {
   AckBody, AckResult, HistoryQuery, InboxQuery, Message, MessageCreate, MessagePage, MessageParams, MessageSent, Thread
@@ -25,7 +27,27 @@ function decodeCursor (cursor: string, parts: number): number[] {
 }
 
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
-  const { db } = app
+  const { db, fanout } = app
+
+  // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
+  // or the bus shuts down; then reads again.
+  async function longPoll<T> (agentId: number, ms: number, reply: FastifyReply, read: () => Promise<T[]>): Promise<T[]> {
+    const gone = new AbortController()
+    const onClose = (): void => gone.abort()
+    reply.raw.once('close', onClose)
+    const watch = new Watch(fanout, agentId, (event) => event.kind === 'message')
+    const deadline = Date.now() + ms
+    try {
+      let page = await read()
+      while (page.length === 0 && !watch.closed && !gone.signal.aborted && Date.now() < deadline) {
+        if (await watch.wait(deadline - Date.now(), gone.signal)) page = await read()
+      }
+      return page
+    } finally {
+      watch.close()
+      reply.raw.off('close', onClose)
+    }
+  }
 
   app.post('/send', {
     onRequest: app.requireAgent,
@@ -66,9 +88,12 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     })
     if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
     if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
-    request.log.info({ id: outcome.sent.id, recipients: outcome.sent.recipients, replayed: outcome.replayed }, 'message sent')
+    const { sent, replayed, recipientIds } = outcome
+    // After the commit: readers pull from the database, so they must not hear of rows they cannot see yet.
+    if (!replayed) fanout.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds })
+    request.log.info({ id: sent.id, recipients: sent.recipients, replayed }, 'message sent')
     reply.code(201)
-    return outcome.sent
+    return sent
   })
 
   app.get('/inbox', {
@@ -77,18 +102,23 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       operationId: 'listInbox',
       tags,
       summary: 'The caller\'s messages, most urgent first',
-      description: 'Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only.',
+      description: 'Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only. ' +
+        'With `wait`, an empty answer is held until a matching message arrives or the time is up (long-poll).',
       security,
       querystring: InboxQuery,
       response: { 200: ref(MessagePage, 'A page of the inbox.'), ...authErrors }
     }
-  }, async (request) => {
+  }, async (request, reply) => {
     const agent = agentOf(request)
-    const { unread, priority, limit = 50, cursor } = request.query
+    const { unread, priority, limit = 50, cursor, wait = 0 } = request.query
     const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
-    const page = await listInbox(db, agent.id, {
-      unread, priority, limit, after: after && { rank: after[0], seq: after[1] }
-    })
+    const read = () => listInbox(db, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] } })
+    let page = await read()
+    if (page.length === 0 && wait > 0) page = await longPoll(agent.id, wait * 1000, reply, read)
+    const now = new Date().toISOString()
+    const firstTime = page.filter((m) => m.delivered_at === null)
+    await markDelivered(db, agent.id, firstTime.map((m) => m.id), now)
+    for (const m of firstTime) m.delivered_at = now
     const last = page.at(-1)
     return {
       messages: page,
@@ -107,7 +137,15 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       body: ref(AckBody),
       response: { 200: ref(AckResult, 'What was marked read.'), ...authErrors }
     }
-  }, async (request) => ackMessages(db, agentOf(request).id, request.body.ids, new Date().toISOString()))
+  }, async (request) => {
+    const agent = agentOf(request)
+    const readAt = new Date().toISOString()
+    const { newlyRead, ...result } = await ackMessages(db, agent.id, request.body.ids, readAt)
+    for (const { seq, senderId } of newlyRead) {
+      fanout.publish({ kind: 'receipt', senderId, messageId: seq, agent: agent.name, readAt })
+    }
+    return result
+  })
 
   app.get('/messages/:id', {
     onRequest: app.requireAgent,

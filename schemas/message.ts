@@ -30,7 +30,8 @@ export type MessageSent = Static<typeof MessageSent>
 
 export const Receipt = Type.Object({
   agent: ref(AgentName),
-  read_at: Type.Union([ref(Timestamp), Type.Null()])
+  delivered_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'First handed to the agent: by its stream, its webhook, or an inbox read.' }),
+  read_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the agent acknowledged it.' })
 }, { $id: 'Receipt' })
 
 export const Message = Type.Object({
@@ -45,6 +46,7 @@ export const Message = Type.Object({
   reply_to: Type.Union([MessageId, Type.Null()]),
   thread_id: MessageId,
   created_at: ref(Timestamp),
+  delivered_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the caller first received it (stream, webhook or inbox read); null if the caller sent it.' }),
   read_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the caller acknowledged it; null if unread or if the caller sent it.' }),
   archived: Type.Boolean({ description: 'Moved to the archive: read by all and older than BUS_ARCHIVE_AFTER_S.' }),
   receipts: Type.Optional(Type.Array(ref(Receipt), { description: 'Read receipts, shown to the sender only.' }))
@@ -67,7 +69,8 @@ export const InboxQuery = Type.Object({
   unread: Type.Optional(Type.Boolean({ description: 'Only messages not yet acknowledged.' })),
   priority: Type.Optional(ref(Priority)),
   limit: Type.Optional(limit(500)),
-  cursor: Type.Optional(ref(Cursor))
+  cursor: Type.Optional(ref(Cursor)),
+  wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, description: 'Long-poll: seconds to hold an empty answer until a message arrives.' }))
 }, { additionalProperties: false })
 
 export const HistoryQuery = Type.Object({

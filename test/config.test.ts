@@ -12,6 +12,7 @@ t.test('defaults match the documented ones', async (t) => {
     BUS_ARCHIVE_AFTER_S: 604800,
     BUS_ARCHIVE_INTERVAL_S: 3600,
     BUS_MAX_MESSAGE_BYTES: 65536,
+    BUS_STREAM_STALL_S: 30,
     BUS_SYNC: 'full',
     LOG_LEVEL: 'info'
   })

@@ -37,7 +37,7 @@ t.test('every operation has an operationId, a summary, tags, and error answers; 
       }
     }
   }
-  t.equal(operations, 14)
+  t.equal(operations, 15)
   t.equal(ids.size, operations, 'operationIds are unique')
 })
 

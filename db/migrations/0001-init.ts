@@ -12,6 +12,8 @@ export async function up (db: Kysely<any>): Promise<void> {
     .addColumn('last_seen_at', 'text')
     .addColumn('online', 'integer', (c) => c.notNull().defaultTo(0))
     .addColumn('deleted_at', 'text')
+    .addColumn('webhook_url', 'text')
+    .addColumn('webhook_secret', 'text')
     .execute()
   // A name is taken while its agent is registered; deregistered rows keep their name for history.
   await db.schema.createIndex('agents_name_live').on('agents').column('name').unique()
@@ -43,6 +45,9 @@ export async function up (db: Kysely<any>): Promise<void> {
       .addColumn('recipient_id', 'integer', (c) => c.notNull())
       .addColumn('priority', 'integer', (c) => c.notNull())
       .addColumn('read_at', 'text')
+      .addColumn('delivered_at', 'text')
+      .addColumn('webhook_attempts', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('webhook_next_at', 'text')
       .addPrimaryKeyConstraint(`${prefix}deliveries_pk`, ['recipient_id', 'message_seq'])
       .execute()
     // Receipts and the archiver: all deliveries of one message.
@@ -53,6 +58,9 @@ export async function up (db: Kysely<any>): Promise<void> {
   // The unread inbox, the common case, stays small however much has been read.
   await db.schema.createIndex('deliveries_unread').on('deliveries').columns(['recipient_id', 'priority desc', 'message_seq'])
     .where(sql.ref('read_at'), 'is', null).execute()
+  // The webhook dispatcher: deliveries whose next attempt is due.
+  await db.schema.createIndex('deliveries_webhook_due').on('deliveries').columns(['webhook_next_at'])
+    .where(sql.ref('webhook_next_at'), 'is not', null).execute()
   // Idempotent retries: one message per (sender, key).
   await db.schema.createIndex('messages_idempotency').on('messages').columns(['sender_id', 'idempotency_key']).unique()
     .where(sql.ref('idempotency_key'), 'is not', null).execute()

@@ -111,7 +111,7 @@ export interface paths {
         };
         /**
          * The caller's messages, most urgent first
-         * @description Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only.
+         * @description Order: urgent, then high, then normal; oldest first within each. Archived messages are in /history only. With `wait`, an empty answer is held until a matching message arrives or the time is up (long-poll).
          */
         get: operations["listInbox"];
         put?: never;
@@ -194,6 +194,26 @@ export interface paths {
          * @description Archived messages are included and marked `archived: true`. `since` is inclusive, `until` exclusive.
          */
         get: operations["listHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server-sent events: the unread backlog, then new messages as they are stored
+         * @description Each `message` event carries an inbox item as JSON and an `id` to resume from (the `Last-Event-ID` header, or `last_event_id` for clients that cannot set headers). Messages acknowledged meanwhile are skipped. With `receipts=true`, `receipt` events tell when a recipient read a message the caller sent; with `presence=true`, `presence` events tell who came online or went offline. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.
+         */
+        get: operations["streamMessages"];
         put?: never;
         post?: never;
         delete?: never;
@@ -352,6 +372,9 @@ export interface components {
         };
         Receipt: {
             agent: components["schemas"]["AgentName"];
+            /** @description First handed to the agent: by its stream, its webhook, or an inbox read. */
+            delivered_at: components["schemas"]["Timestamp"] | null;
+            /** @description When the agent acknowledged it. */
             read_at: components["schemas"]["Timestamp"] | null;
         };
         Message: {
@@ -371,6 +394,8 @@ export interface components {
             /** @description A message id; ids grow in the order messages are stored. */
             thread_id: number;
             created_at: components["schemas"]["Timestamp"];
+            /** @description When the caller first received it (stream, webhook or inbox read); null if the caller sent it. */
+            delivered_at: components["schemas"]["Timestamp"] | null;
             /** @description When the caller acknowledged it; null if unread or if the caller sent it. */
             read_at: components["schemas"]["Timestamp"] | null;
             /** @description Moved to the archive: read by all and older than BUS_ARCHIVE_AFTER_S. */
@@ -844,6 +869,8 @@ export interface operations {
                 /** @description Page size, at most 500. */
                 limit?: number;
                 cursor?: components["schemas"]["Cursor"];
+                /** @description Long-poll: seconds to hold an empty answer until a message arrives. */
+                wait?: number;
             };
             header?: never;
             path?: never;
@@ -1114,6 +1141,71 @@ export interface operations {
             };
             /** @description The `with` agent does not exist. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    streamMessages: {
+        parameters: {
+            query?: {
+                /** @description Also send `receipt` events. */
+                receipts?: boolean;
+                /** @description Also send `presence` events. */
+                presence?: boolean;
+                /** @description Resume after this event id (instead of the Last-Event-ID header). */
+                last_event_id?: string;
+            };
+            header?: {
+                "last-event-id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A text/event-stream of `message`, `receipt` and `presence` events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The client does not accept text/event-stream. */
+            406: {
                 headers: {
                     [name: string]: unknown;
                 };

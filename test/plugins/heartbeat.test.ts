@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import t from 'tap'
 import db from '../../plugins/db.js'
+import fanout from '../../plugins/fanout.js'
 import heartbeat, { sweepStaleAgents } from '../../plugins/heartbeat.js'
 import { build, register } from '../helper.js'
 
@@ -15,10 +16,10 @@ t.test('sweepStaleAgents marks offline exactly the agents silent for longer than
   const bobSeen = Date.parse((await app.db.selectFrom('agents').select('last_seen_at').where('name', '=', 'bob').executeTakeFirstOrThrow()).last_seen_at as string)
   await app.db.updateTable('agents').set({ last_seen_at: new Date(bobSeen - 60_000).toISOString() }).where('name', '=', 'alice').execute()
 
-  t.equal(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), 1)
+  t.strictSame(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), ['alice'])
   const list = (await app.inject({ url: '/agents', headers: { authorization: `Bearer ${bob.token}` } })).json().agents
   t.match(list, [{ name: 'alice', status: 'offline' }, { name: 'bob', status: 'online' }])
-  t.equal(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), 0, 'already offline')
+  t.strictSame(await sweepStaleAgents(app.db, new Date(bobSeen + 1000), 30_000), [], 'already offline')
   await app.inject({ method: 'POST', url: '/heartbeat', headers: alice.auth })
   t.match((await app.inject({ url: '/agents/alice', headers: bob.auth })).json(), { status: 'online' }, 'activity brings it back')
 })
@@ -26,7 +27,10 @@ t.test('sweepStaleAgents marks offline exactly the agents silent for longer than
 t.test('standalone on a bare Fastify: the real timer marks a silent agent offline, and close waits for it', async (t) => {
   const app = Fastify()
   await app.register(db, { path: join(t.testdir(), 'bus.db'), sync: 'normal' })
+  await app.register(fanout)
   await app.register(heartbeat, { offlineAfterMs: 50, intervalMs: 20 })
+  const presence: unknown[] = []
+  app.fanout.subscribe(0, (event) => presence.push(event))
   t.teardown(() => app.close())
   await app.ready()
   t.notOk('sweepStaleAgents' in app, 'the plugin exposes nothing')
@@ -41,6 +45,7 @@ t.test('standalone on a bare Fastify: the real timer marks a silent agent offlin
     online = (await app.db.selectFrom('agents').select('online').executeTakeFirstOrThrow()).online
   }
   t.equal(online, 0)
+  t.strictSame(presence, [{ kind: 'presence', agent: 'idle', status: 'offline' }], 'readers hear who went offline')
 })
 
 t.test('the heartbeat plugin needs the db plugin', async (t) => {

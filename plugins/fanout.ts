@@ -1,0 +1,125 @@
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+
+// What the bus tells its live readers (streams, long-polls, the webhook dispatcher) after a commit. Events carry
+// positions, not payloads: the database stays the source of truth, and each reader pulls from its own cursor.
+export type BusEvent =
+  // Deliveries were stored; recipientIds null means a broadcast to every agent but the sender.
+  | { kind: 'message', seq: number, senderId: number, recipientIds: number[] | null }
+  // One of the agent's sent messages was read.
+  | { kind: 'receipt', senderId: number, messageId: number, agent: string, readAt: string }
+  | { kind: 'presence', agent: string, status: 'online' | 'offline' }
+  // The bus is closing: every reader ends now.
+  | { kind: 'shutdown' }
+
+export type Listener = (event: BusEvent) => void
+
+// The seam for several bus processes on one PostgreSQL database: a LISTEN/NOTIFY notifier implements the same
+// interface, publishing to every process instead of to this one.
+export interface Notifier {
+  publish: (event: BusEvent) => void
+  // Listen for the events that concern one agent (use 0 for a process-wide reader, such as the webhook dispatcher).
+  subscribe: (agentId: number, listener: Listener) => () => void
+  // Agents with at least one open reader: they count as online however long they stay quiet.
+  connectedAgents: () => number[]
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    fanout: Notifier
+  }
+}
+
+export function createLocalNotifier (): Notifier {
+  const byAgent = new Map<number, Set<Listener>>()
+  const emit = (listeners: Set<Listener> | undefined, event: BusEvent): void => {
+    if (listeners) for (const listener of listeners) listener(event)
+  }
+  return {
+    publish (event) {
+      switch (event.kind) {
+        case 'message':
+          if (event.recipientIds === null) {
+            for (const [agentId, listeners] of byAgent) if (agentId !== event.senderId) emit(listeners, event)
+          } else {
+            for (const id of event.recipientIds) emit(byAgent.get(id), event)
+            emit(byAgent.get(0), event)
+          }
+          break
+        case 'receipt':
+          emit(byAgent.get(event.senderId), event)
+          break
+        default:
+          for (const listeners of byAgent.values()) emit(listeners, event)
+      }
+    },
+    subscribe (agentId, listener) {
+      let listeners = byAgent.get(agentId)
+      if (!listeners) byAgent.set(agentId, listeners = new Set())
+      listeners.add(listener)
+      return () => {
+        listeners.delete(listener)
+        if (listeners.size === 0 && byAgent.get(agentId) === listeners) byAgent.delete(agentId)
+      }
+    },
+    connectedAgents: () => [...byAgent.keys()].filter((id) => id !== 0)
+  }
+}
+
+// Watches one agent's events for a reader that pulls from the database: subscribe first, then query, then wait,
+// so that nothing stored between the query and the wait is missed.
+export class Watch {
+  #pending = false
+  #closed = false
+  #wake: (() => void) | undefined
+  readonly #unsubscribe: () => void
+
+  constructor (notifier: Notifier, agentId: number, match: (event: BusEvent) => boolean) {
+    this.#unsubscribe = notifier.subscribe(agentId, (event) => {
+      if (event.kind === 'shutdown') this.#closed = true
+      else if (!match(event)) return
+      this.poke()
+    })
+  }
+
+  // Wakes the waiter as an event would (for readers that also listen to other kinds of event).
+  poke (): void {
+    this.#pending = true
+    this.#wake?.()
+  }
+
+  // True once the bus is shutting down.
+  get closed (): boolean { return this.#closed }
+
+  // Waits until a matching event arrived since the last wait (at once if one already has), the time is up,
+  // or the signal aborts; answers whether an event arrived.
+  async wait (ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (!this.#pending && !this.#closed && ms > 0 && !signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', done)
+          this.#wake = undefined
+          resolve()
+        }
+        const timer = setTimeout(done, ms)
+        signal?.addEventListener('abort', done)
+        this.#wake = done
+      })
+    }
+    const arrived = this.#pending
+    this.#pending = false
+    return arrived
+  }
+
+  close (): void { this.#unsubscribe() }
+}
+
+const fanout: FastifyPluginAsync = async (app) => {
+  const notifier = createLocalNotifier()
+  app.decorate('fanout', notifier)
+  // Open streams and long-polls would keep close() waiting forever: end them first.
+  app.addHook('preClose', async () => { notifier.publish({ kind: 'shutdown' }) })
+}
+
+export default fp(fanout, { name: 'fanout', fastify: '5.x' })

@@ -1,0 +1,143 @@
+import { fastifySSE } from '@fastify/sse'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { markSeen } from '../db/agents.js'
+import { latestSeq, listInbox, listUnreadAfter, markDelivered, rankOf, type MessageView } from '../db/messages.js'
+import { BadEventId } from '../errors.js'
+import { agentOf } from '../plugins/auth.js'
+import { Watch, type BusEvent } from '../plugins/fanout.js'
+import { authErrors, errorResponse } from '../schemas/common.js'
+
+export interface StreamOptions {
+  // A comment line this often keeps proxies from closing an idle stream.
+  keepAliveMs: number
+  // A reader that has not taken an event for this long (its socket buffer is full) is cut off; it resumes with Last-Event-ID.
+  stallMs: number
+}
+
+// A position in the stream's order. The stream sends the unread backlog first, in inbox order, up to the newest
+// message at connect time (`upTo`), then everything stored after it in the order stored. An event id names a
+// position, so a reconnect continues exactly after it: `upTo.rank.seq` inside the backlog, `seq` in the live part.
+type Position = { phase: 'backlog', upTo: number, rank: number, seq: number } | { phase: 'live', seq: number }
+
+const eventId = (p: Position): string => p.phase === 'backlog' ? `${p.upTo}.${p.rank}.${p.seq}` : String(p.seq)
+
+function parseEventId (id: string): Position {
+  const parts = id.split('.').map((v) => /^\d{1,15}$/.test(v) ? Number(v) : NaN)
+  if (parts.some(Number.isNaN)) throw new BadEventId(id)
+  if (parts.length === 1) return { phase: 'live', seq: parts[0] }
+  if (parts.length === 3 && parts[1] <= 2) return { phase: 'backlog', upTo: parts[0], rank: parts[1], seq: parts[2] }
+  throw new BadEventId(id)
+}
+
+const BATCH = 100
+
+const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs }) => {
+  const { db, fanout } = app
+  await app.register(fastifySSE, { heartbeatInterval: keepAliveMs })
+
+  app.get('/stream', {
+    sse: 'only',
+    onRequest: app.requireAgent,
+    schema: {
+      operationId: 'streamMessages',
+      tags: ['messages'],
+      summary: 'Server-sent events: the unread backlog, then new messages as they are stored',
+      description: 'Each `message` event carries an inbox item as JSON and an `id` to resume from (the `Last-Event-ID` header, ' +
+        'or `last_event_id` for clients that cannot set headers). Messages acknowledged meanwhile are skipped. With `receipts=true`, ' +
+        '`receipt` events tell when a recipient read a message the caller sent; with `presence=true`, `presence` events tell who ' +
+        'came online or went offline. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.',
+      security: [{ bearer: [] }],
+      querystring: Type.Object({
+        receipts: Type.Optional(Type.Boolean({ description: 'Also send `receipt` events.' })),
+        presence: Type.Optional(Type.Boolean({ description: 'Also send `presence` events.' })),
+        last_event_id: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this event id (instead of the Last-Event-ID header).' }))
+      }, { additionalProperties: false }),
+      headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 64 })) }),
+      response: {
+        200: {
+          description: 'A text/event-stream of `message`, `receipt` and `presence` events.',
+          content: { 'text/event-stream': { schema: { type: 'string' } } }
+        },
+        ...authErrors,
+        406: errorResponse('The client does not accept text/event-stream.')
+      }
+    }
+  }, async (request, reply) => {
+    const agent = agentOf(request)
+    const { receipts = false, presence = false, last_event_id: queryId } = request.query
+    const resumeFrom = request.headers['last-event-id'] ?? queryId
+    let position: Position = resumeFrom === undefined
+      ? { phase: 'backlog', upTo: await latestSeq(db), rank: 3, seq: 0 }
+      : parseEventId(resumeFrom)
+
+    const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message')
+    const extra: BusEvent[] = []
+    const unsubscribeExtra = fanout.subscribe(agent.id, (event) => {
+      if ((event.kind === 'receipt' && receipts) || (event.kind === 'presence' && presence && event.agent !== agent.name)) {
+        extra.push(event)
+        watch.poke()
+      }
+    })
+    const gone = new AbortController()
+    reply.sse.onClose(() => gone.abort())
+    reply.sse.keepAlive()
+    reply.sse.sendHeaders()
+    const log = request.log.child({ agent: agent.name })
+    log.info({ resume: resumeFrom !== undefined }, 'stream opened')
+
+    // Each write waits for the socket to drain, so a connection buffers at most about one socket's worth;
+    // a reader that takes nothing for stallMs is cut off instead of holding the bus's memory.
+    const write = async (message: { id?: string, event: string, data: unknown }): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined
+      const stalled = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), stallMs) })
+      const ok = await Promise.race([reply.sse.send(message).then(() => true), stalled])
+      clearTimeout(timer)
+      if (!ok) {
+        log.warn('stream reader too slow: closing')
+        reply.raw.destroy()
+      }
+      return ok && !gone.signal.aborted
+    }
+
+    const next = async (): Promise<MessageView[]> => {
+      if (position.phase === 'live') return listUnreadAfter(db, agent.id, position.seq, BATCH)
+      const page = await listInbox(db, agent.id, {
+        unread: true, limit: BATCH, upToSeq: position.upTo, after: { rank: position.rank, seq: position.seq }
+      })
+      if (page.length > 0) return page
+      position = { phase: 'live', seq: position.upTo }
+      return listUnreadAfter(db, agent.id, position.seq, BATCH)
+    }
+
+    try {
+      while (!watch.closed && !gone.signal.aborted) {
+        while (extra.length > 0) {
+          const event = extra.shift() as BusEvent
+          const data = event.kind === 'receipt'
+            ? { message_id: event.messageId, agent: event.agent, read_at: event.readAt }
+            : event
+          if (!await write({ event: event.kind, data: event.kind === 'presence' ? { agent: event.agent, status: event.status } : data })) return
+        }
+        const batch = await next()
+        for (const message of batch) {
+          position = position.phase === 'live'
+            ? { phase: 'live', seq: message.id }
+            : { ...position, rank: rankOf(message.priority), seq: message.id }
+          if (!await write({ id: eventId(position), event: 'message', data: message })) return
+        }
+        await markDelivered(db, agent.id, batch.filter((m) => m.delivered_at === null).map((m) => m.id), new Date().toISOString())
+        if (batch.length < BATCH) await watch.wait(keepAliveMs, gone.signal)
+      }
+    } finally {
+      watch.close()
+      unsubscribeExtra()
+      // The offline timer starts when the stream closes.
+      await markSeen(db, agent.id, new Date().toISOString()).catch((err: unknown) => log.error({ err }, 'mark seen failed'))
+      log.info('stream closed')
+      reply.sse.close()
+    }
+  })
+}
+
+export default stream
