@@ -8,6 +8,7 @@ import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
 import heartbeat from './plugins/heartbeat.js'
 import swagger from './plugins/swagger.js'
+import webhooks from './plugins/webhooks.js'
 import agents from './routes/agents.js'
 import health from './routes/health.js'
 import messages from './routes/messages.js'
@@ -21,9 +22,11 @@ export interface AppOptions {
   loops?: boolean
   // The SSE keep-alive comment interval; tests shorten it.
   streamKeepAliveMs?: number
+  // How often the webhook dispatcher looks for due retries (new messages wake it at once); 0 turns it off.
+  webhookPollMs?: number
 }
 
-export async function buildApp (config: Config, { logger = false, loops = true, streamKeepAliveMs = 15_000 }: AppOptions = {}) {
+export async function buildApp (config: Config, { logger = false, loops = true, streamKeepAliveMs = 15_000, webhookPollMs = 250 }: AppOptions = {}) {
   const app = Fastify({
     logger,
     // Room for a maximal body after JSON escaping plus the other fields; the exact body limit is checked per message.
@@ -55,6 +58,13 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   await app.register(archiver, {
     maxAgeMs: config.BUS_ARCHIVE_AFTER_S * 1000,
     intervalMs: loops ? config.BUS_ARCHIVE_INTERVAL_S * 1000 : 0
+  })
+  await app.register(webhooks, {
+    retryBaseMs: config.BUS_WEBHOOK_RETRY_BASE_MS,
+    maxAgeMs: config.BUS_WEBHOOK_MAX_AGE_S * 1000,
+    timeoutMs: config.BUS_WEBHOOK_TIMEOUT_MS,
+    allow: (config.BUS_WEBHOOK_ALLOW ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    pollMs: webhookPollMs
   })
 
   await app.register(agents)

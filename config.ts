@@ -14,6 +14,10 @@ export const ConfigSchema = Type.Object({
   BUS_ARCHIVE_INTERVAL_S: Type.Integer({ default: 3600, minimum: 0, description: 'Seconds between archiver runs; 0 disables the loop.' }),
   BUS_MAX_MESSAGE_BYTES: Type.Integer({ default: 65536, minimum: 1, maximum: 16 * 1024 * 1024, description: 'Largest message body in bytes (UTF-8).' }),
   BUS_STREAM_STALL_S: Type.Integer({ default: 30, minimum: 1, description: 'A stream reader that takes no event for this long is cut off (it resumes with Last-Event-ID).' }),
+  BUS_WEBHOOK_RETRY_BASE_MS: Type.Integer({ default: 1000, minimum: 1, description: 'First webhook retry delay; it doubles per attempt, with jitter.' }),
+  BUS_WEBHOOK_MAX_AGE_S: Type.Integer({ default: 86400, minimum: 1, description: 'Webhook retries stop this long after the message was sent.' }),
+  BUS_WEBHOOK_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 1, description: 'Each webhook attempt is cut off after this long.' }),
+  BUS_WEBHOOK_ALLOW: Type.Optional(Type.String({ description: 'Comma-separated hosts and CIDRs webhooks may target; unset allows any http(s) URL.' })),
   BUS_SYNC: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' })
 }, { additionalProperties: false })

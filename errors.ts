@@ -11,3 +11,4 @@ export const MessageTooLarge = createError('BUS_MESSAGE_TOO_LARGE', 'body is %d 
 export const BadCursor = createError('BUS_BAD_CURSOR', 'cursor is not one this listing gave out', 400)
 export const Unavailable = createError('BUS_UNAVAILABLE', '%s', 503)
 export const BadEventId = createError('BUS_BAD_EVENT_ID', 'Last-Event-ID is not an id this stream gave out: %s', 400)
+export const BadWebhook = createError('BUS_BAD_WEBHOOK', 'webhook_url %s', 400)

@@ -9,6 +9,8 @@ export interface AgentProfile {
   metadata?: Record<string, unknown>
 }
 
+export interface Webhook { url: string, secret: string }
+
 // The API's view of an agent row: JSON columns parsed, the online flag as a status word.
 export function toAgent (row: AgentRow) {
   return {
@@ -22,8 +24,12 @@ export function toAgent (row: AgentRow) {
   }
 }
 
+// What the agent itself (or the admin) sees: the public view plus its webhook URL.
+export const toAgentSelf = (row: AgentRow) => ({ ...toAgent(row), webhook_url: row.webhook_url })
+
 // Returns undefined when the name is taken by a registered agent.
-export async function createAgent (db: Kysely<Database>, name: string, profile: AgentProfile, tokenHash: string, now: string): Promise<AgentRow | undefined> {
+export async function createAgent (db: Kysely<Database>, name: string, profile: AgentProfile, tokenHash: string, now: string,
+  webhook?: Webhook): Promise<AgentRow | undefined> {
   return db.transaction().execute(async (trx) => {
     if (await findAgent(trx, name)) return undefined
     return trx.insertInto('agents').values({
@@ -34,7 +40,9 @@ export async function createAgent (db: Kysely<Database>, name: string, profile: 
       token_hash: tokenHash,
       registered_at: now,
       last_seen_at: null,
-      deleted_at: null
+      deleted_at: null,
+      webhook_url: webhook?.url ?? null,
+      webhook_secret: webhook?.secret ?? null
     }).returningAll().executeTakeFirstOrThrow()
   })
 }
@@ -51,13 +59,23 @@ export async function listAgents (db: Db): Promise<AgentRow[]> {
   return db.selectFrom('agents').selectAll().where('deleted_at', 'is', null).orderBy('name').execute()
 }
 
+export async function updateProfile (db: Db, id: number, profile: AgentProfile): Promise<void> {
+  const set = {
+    ...(profile.description !== undefined && { description: profile.description }),
+    ...(profile.capabilities !== undefined && { capabilities: JSON.stringify(profile.capabilities) }),
+    ...(profile.metadata !== undefined && { metadata: JSON.stringify(profile.metadata) })
+  }
+  if (Object.keys(set).length > 0) await db.updateTable('agents').set(set).where('id', '=', id).execute()
+}
+
 export async function setTokenHash (db: Db, id: number, tokenHash: string): Promise<void> {
   await db.updateTable('agents').set({ token_hash: tokenHash }).where('id', '=', id).execute()
 }
 
-// The row stays, without its token, so messages it sent keep their sender in the others' history.
+// The row stays, without its token or webhook, so messages it sent keep their sender in the others' history.
 export async function deregisterAgent (db: Db, id: number, now: string): Promise<void> {
-  await db.updateTable('agents').set({ token_hash: null, online: 0, deleted_at: now }).where('id', '=', id).execute()
+  await db.updateTable('agents').set({ token_hash: null, online: 0, deleted_at: now, webhook_url: null, webhook_secret: null })
+    .where('id', '=', id).execute()
 }
 
 export async function markSeen (db: Db, id: number, now: string): Promise<void> {

@@ -100,6 +100,11 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
         .execute()
       recipients = recipientIds.length
     }
+    // Recipients with a webhook get it queued in the same transaction, so a crash cannot lose the push.
+    await trx.updateTable('deliveries').set({ webhook_next_at: input.now })
+      .where('message_seq', '=', seq)
+      .where('recipient_id', 'in', (eb) => eb.selectFrom('agents').select('id').where('webhook_url', 'is not', null))
+      .execute()
 
     return {
       ok: true,
@@ -143,7 +148,7 @@ function visibleMessages (db: Db, agentId: number) {
     .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId)]))
 }
 
-const messageColumns = [
+export const messageColumns = [
   'm.seq', 'm.sender_id', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id',
   'm.created_at', 'm.archived', 's.name as sender', 'd.delivered_at', 'd.read_at'
 ] as const

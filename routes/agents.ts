@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { createAgent, deregisterAgent, findAgent, listAgents, setTokenHash, toAgent } from '../db/agents.js'
+import { createAgent, deregisterAgent, findAgent, listAgents, setTokenHash, toAgent, toAgentSelf, updateProfile } from '../db/agents.js'
+import { queueUndelivered, setWebhook } from '../db/webhooks.js'
 import { countUnread } from '../db/messages.js'
-import { AgentNotFound, Forbidden, NameTaken } from '../errors.js'
+import { AgentNotFound, BadWebhook, Forbidden, NameTaken } from '../errors.js'
+import { newWebhookSecret } from '../plugins/webhooks.js'
 import { agentOf, hashToken, newToken, type Caller } from '../plugins/auth.js'
-import { Agent, AgentCreate, AgentList, AgentParams, AgentToken, AgentWithToken, Heartbeat } from '../schemas/agent.js'
+import { Agent, AgentCreate, AgentList, AgentParams, AgentSelf, AgentToken, AgentUpdate, AgentWithToken, Heartbeat } from '../schemas/agent.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 
 const security = [{ bearer: [] }]
@@ -15,7 +17,13 @@ function assertManages (caller: Caller | null, name: string): void {
 }
 
 const agents: FastifyPluginAsyncTypebox = async (app) => {
-  const { db } = app
+  const { db, webhookPolicy } = app
+
+  async function checkWebhook (url: string): Promise<string> {
+    const refused = await webhookPolicy.refuse(url)
+    if (refused !== undefined) throw new BadWebhook(refused)
+    return url
+  }
 
   app.post('/agents', {
     onRequest: app.requireRegistrar,
@@ -29,13 +37,45 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       response: { 201: ref(AgentWithToken, 'Registered; keep the token.'), ...authErrors, 409: errorResponse('The name is taken.') }
     }
   }, async (request, reply) => {
-    const { name, ...profile } = request.body
+    const { name, webhook_url: url, ...profile } = request.body
+    const webhook = url === undefined ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
     const token = newToken()
-    const row = await createAgent(db, name, profile, hashToken(token), new Date().toISOString())
+    const row = await createAgent(db, name, profile, hashToken(token), new Date().toISOString(), webhook)
     if (!row) throw new NameTaken(name)
-    request.log.info({ agent: name }, 'agent registered')
+    request.log.info({ agent: name, webhook: webhook !== undefined }, 'agent registered')
     reply.code(201)
-    return { ...toAgent(row), token }
+    return { ...toAgentSelf(row), ...(webhook && { webhook_secret: webhook.secret }), token }
+  })
+
+  app.patch('/agents/:name', {
+    onRequest: app.requireAgentOrAdmin,
+    schema: {
+      operationId: 'updateAgent',
+      tags,
+      summary: 'Change an agent\'s description, capabilities, metadata or webhook',
+      description: 'The agent itself or the admin. Setting `webhook_url` makes a new webhook secret (answered once) and pushes ' +
+        'every message not yet delivered; null stops webhooks.',
+      security,
+      params: AgentParams,
+      body: ref(AgentUpdate),
+      response: { 200: ref(AgentSelf, 'The updated agent.'), ...authErrors, 404: errorResponse('No such agent.') }
+    }
+  }, async (request) => {
+    const { name } = request.params
+    assertManages(request.caller, name)
+    const row = await findAgent(db, name)
+    if (!row) throw new AgentNotFound(name)
+    const { webhook_url: url, ...profile } = request.body
+    const webhook = url === undefined || url === null ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
+    const now = new Date().toISOString()
+    await db.transaction().execute(async (trx) => {
+      await updateProfile(trx, row.id, profile)
+      if (url !== undefined) await setWebhook(trx, row.id, webhook?.url ?? null, webhook?.secret ?? null)
+      if (webhook) await queueUndelivered(trx, row.id, now)
+    })
+    request.log.info({ agent: name, webhook: url === undefined ? 'unchanged' : url === null ? 'removed' : 'set' }, 'agent updated')
+    const updated = await findAgent(db, name)
+    return { ...toAgentSelf(updated ?? row), ...(webhook && { webhook_secret: webhook.secret }) }
   })
 
   app.get('/agents', {

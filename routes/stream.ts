@@ -83,6 +83,8 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     reply.sse.onClose(() => gone.abort())
     reply.sse.keepAlive()
     reply.sse.sendHeaders()
+    // Node holds the head until the first body write; an empty backlog would leave the client waiting for it.
+    reply.raw.flushHeaders()
     const log = request.log.child({ agent: agent.name })
     log.info({ resume: resumeFrom !== undefined }, 'stream opened')
 
@@ -127,7 +129,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
           if (!await write({ id: eventId(position), event: 'message', data: message })) return
         }
         await markDelivered(db, agent.id, batch.filter((m) => m.delivered_at === null).map((m) => m.id), new Date().toISOString())
-        if (batch.length < BATCH) await watch.wait(keepAliveMs, gone.signal)
+        if (batch.length === 0) await watch.wait(keepAliveMs, gone.signal)
       }
     } finally {
       watch.close()

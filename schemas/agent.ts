@@ -1,6 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { AgentName, ref, StringEnum, Timestamp } from './common.js'
 
+const webhookUrl = Type.String({ format: 'uri', maxLength: 2048, description: 'New messages are POSTed here, signed (X-Bus-Signature). http(s) only.' })
+
 const profileFields = {
   description: Type.Optional(Type.String({ maxLength: 1024, description: 'What the agent does.' })),
   capabilities: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 64, description: 'Free-form capability tags.' })),
@@ -9,8 +11,14 @@ const profileFields = {
 
 export const AgentCreate = Type.Object({
   name: ref(AgentName),
-  ...profileFields
+  ...profileFields,
+  webhook_url: Type.Optional(webhookUrl)
 }, { $id: 'AgentCreate', additionalProperties: false })
+
+export const AgentUpdate = Type.Object({
+  ...profileFields,
+  webhook_url: Type.Optional(Type.Union([webhookUrl, Type.Null()], { description: 'A new webhook URL (with a new secret), or null to stop webhooks.' }))
+}, { $id: 'AgentUpdate', additionalProperties: false })
 export type AgentCreate = Static<typeof AgentCreate>
 
 const agentFields = {
@@ -26,8 +34,17 @@ const agentFields = {
 export const Agent = Type.Object(agentFields, { $id: 'Agent' })
 export type Agent = Static<typeof Agent>
 
-export const AgentWithToken = Type.Object({
+// What an agent may see of itself: its webhook, and the secret when one was just made.
+const selfFields = {
   ...agentFields,
+  webhook_url: Type.Union([Type.String(), Type.Null()]),
+  webhook_secret: Type.Optional(Type.String({ description: 'Verifies X-Bus-Signature. Shown only when the webhook is set.' }))
+}
+
+export const AgentSelf = Type.Object(selfFields, { $id: 'AgentSelf' })
+
+export const AgentWithToken = Type.Object({
+  ...selfFields,
   token: Type.String({ description: 'The bearer token. Shown only this once: the bus keeps only its hash.' })
 }, { $id: 'AgentWithToken' })
 

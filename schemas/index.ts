@@ -1,5 +1,5 @@
 import { AgentName, Cursor, ErrorResponse, Priority, Timestamp } from './common.js'
-import { Agent, AgentCreate, AgentList, AgentToken, AgentWithToken, Heartbeat } from './agent.js'
+import { Agent, AgentCreate, AgentList, AgentSelf, AgentToken, AgentUpdate, AgentWithToken, Heartbeat } from './agent.js'
 import { AckBody, AckResult, Message, MessageCreate, MessagePage, MessageSent, Receipt, Thread } from './message.js'
 import { Health, Stats } from './stats.js'
 
@@ -7,7 +7,7 @@ import { Health, Stats } from './stats.js'
 // Referenced schemas come before the schemas that reference them.
 export const schemas = [
   ErrorResponse, Timestamp, Priority, AgentName, Cursor,
-  AgentCreate, Agent, AgentWithToken, AgentToken, AgentList, Heartbeat,
+  AgentCreate, AgentUpdate, Agent, AgentSelf, AgentWithToken, AgentToken, AgentList, Heartbeat,
   MessageCreate, MessageSent, Receipt, Message, MessagePage, Thread, AckBody, AckResult,
   Stats, Health
 ]

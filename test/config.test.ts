@@ -13,6 +13,9 @@ t.test('defaults match the documented ones', async (t) => {
     BUS_ARCHIVE_INTERVAL_S: 3600,
     BUS_MAX_MESSAGE_BYTES: 65536,
     BUS_STREAM_STALL_S: 30,
+    BUS_WEBHOOK_RETRY_BASE_MS: 1000,
+    BUS_WEBHOOK_MAX_AGE_S: 86400,
+    BUS_WEBHOOK_TIMEOUT_MS: 5000,
     BUS_SYNC: 'full',
     LOG_LEVEL: 'info'
   })

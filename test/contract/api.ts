@@ -39,7 +39,11 @@ export interface paths {
         delete: operations["deregisterAgent"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change an agent's description, capabilities, metadata or webhook
+         * @description The agent itself or the admin. Setting `webhook_url` makes a new webhook secret (answered once) and pushes every message not yet delivered; null stops webhooks.
+         */
+        patch: operations["updateAgent"];
         trace?: never;
     };
     "/agents/{name}/token": {
@@ -298,6 +302,23 @@ export interface components {
             metadata?: {
                 [key: string]: unknown;
             };
+            /**
+             * Format: uri
+             * @description New messages are POSTed here, signed (X-Bus-Signature). http(s) only.
+             */
+            webhook_url?: string;
+        };
+        AgentUpdate: {
+            /** @description What the agent does. */
+            description?: string;
+            /** @description Free-form capability tags. */
+            capabilities?: string[];
+            /** @description Any JSON object the agent wants others to see. */
+            metadata?: {
+                [key: string]: unknown;
+            };
+            /** @description A new webhook URL (with a new secret), or null to stop webhooks. */
+            webhook_url?: string | null;
         };
         Agent: {
             name: components["schemas"]["AgentName"];
@@ -312,6 +333,22 @@ export interface components {
             last_seen_at: components["schemas"]["Timestamp"] | null;
             registered_at: components["schemas"]["Timestamp"];
         };
+        AgentSelf: {
+            name: components["schemas"]["AgentName"];
+            description: string | null;
+            capabilities: string[];
+            metadata: {
+                [key: string]: unknown;
+            };
+            /** @enum {string} */
+            status: "online" | "offline";
+            /** @description The last request or heartbeat from the agent. */
+            last_seen_at: components["schemas"]["Timestamp"] | null;
+            registered_at: components["schemas"]["Timestamp"];
+            webhook_url: string | null;
+            /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
+            webhook_secret?: string;
+        };
         AgentWithToken: {
             name: components["schemas"]["AgentName"];
             description: string | null;
@@ -324,6 +361,9 @@ export interface components {
             /** @description The last request or heartbeat from the agent. */
             last_seen_at: components["schemas"]["Timestamp"] | null;
             registered_at: components["schemas"]["Timestamp"];
+            webhook_url: string | null;
+            /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
+            webhook_secret?: string;
             /** @description The bearer token. Shown only this once: the bus keeps only its hash. */
             token: string;
         };
@@ -644,6 +684,68 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such agent. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    updateAgent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["AgentName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentUpdate"];
+            };
+        };
+        responses: {
+            /** @description The updated agent. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentSelf"];
+                };
             };
             /** @description Invalid request; the message names the field. */
             400: {
