@@ -73,7 +73,7 @@ t.test('Last-Event-ID resumes exactly after that event, from the backlog or the 
 t.test('200 concurrent streams each get one broadcast exactly once', async (t) => {
   const { app, base } = await serve(t)
   const sender = await register(app, 'sender')
-  const streams = []
+  const streams: Array<ReturnType<typeof openStream>> = []
   for (let i = 0; i < 200; i++) {
     const agent = await register(app, `agent-${i}`)
     streams.push(openStream(`${base}/stream`, agent.token))

@@ -1,0 +1,89 @@
+import { connect } from 'node:net'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { rssBytes, startServer } from './process.js'
+import { openStream } from './sse.js'
+import { receiver, verify } from './webhook-receiver.js'
+
+const json = { 'content-type': 'application/json' }
+async function registerOver (base: string, body: Record<string, unknown>) {
+  const res = await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify(body) })
+  return res.json()
+}
+const sendOver = (base: string, token: string, body: Record<string, unknown>) =>
+  fetch(`${base}/send`, { method: 'POST', headers: { ...json, authorization: `Bearer ${token}` }, body: JSON.stringify(body) })
+
+t.test('webhook retries continue across a server restart, and the message arrives exactly once', async (t) => {
+  const hook = await receiver((n) => n <= 3 ? 503 : 200)
+  t.teardown(hook.close)
+  const env = { BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_RETRY_BASE_MS: '400' }
+  const first = startServer(env)
+  const base = await first.url
+  const bob = await registerOver(base, { name: 'bob', webhook_url: hook.url })
+  const alice = await registerOver(base, { name: 'alice' })
+  const id = (await (await sendOver(base, alice.token, { to: 'bob', body: 'survive a restart' })).json()).id
+  while (hook.hits.length < 1) await sleep(10)
+  first.child.kill('SIGTERM')
+  await once(first.child, 'exit')
+  const failedBeforeRestart = hook.hits.length
+
+  const second = startServer(env)
+  t.teardown(() => second.child.kill('SIGKILL'))
+  const base2 = await second.url
+  const deadline = Date.now() + 20_000
+  while (!hook.hits.some((h) => h.status === 200) && Date.now() < deadline) await sleep(50)
+  await sleep(1000)
+  t.ok(failedBeforeRestart < 4, 'the server restarted before the receiver accepted')
+  t.equal(hook.hits.length, 4, 'three refusals, then one delivery')
+  t.equal(hook.hits.filter((h) => h.status === 200).length, 1, 'exactly once')
+  t.ok(hook.hits.every((h) => verify(bob.webhook_secret, h)), 'signatures verify')
+  t.equal(JSON.parse(hook.hits[3].body).id, id)
+  const message = await (await fetch(`${base2}/messages/${id}`, { headers: { authorization: `Bearer ${alice.token}` } })).json()
+  t.match(message.receipts, [{ agent: 'bob', delivered_at: String }])
+})
+
+t.test('a reader that stops reading is cut off while the server\'s memory stays bounded, and its resume loses nothing', async (t) => {
+  const server = startServer({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_STREAM_STALL_S: '1', BUS_MAX_MESSAGE_BYTES: '600000', BUS_SYNC: 'normal' })
+  t.teardown(() => server.child.kill('SIGKILL'))
+  const base = await server.url
+  const alice = await registerOver(base, { name: 'alice' })
+  const bob = await registerOver(base, { name: 'bob' })
+  const { port } = new URL(base)
+
+  // A raw client: read a little, then stop reading while the bus keeps sending.
+  const socket = connect(Number(port), '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(`GET /stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
+  let text = ''
+  let closed = false
+  socket.on('close', () => { closed = true })
+  const gotTwo = new Promise<void>((resolve) => {
+    socket.on('data', (chunk) => {
+      text += chunk
+      if ((text.match(/\n\n/g) ?? []).length >= 3) { socket.pause(); resolve() }
+    })
+  })
+  const body = 'x'.repeat(500_000)
+  const count = 100
+  for (let i = 0; i < 2; i++) await sendOver(base, alice.token, { to: 'bob', body: `${i}` })
+  await gotTwo
+  const before = rssBytes(server.child.pid as number)
+  for (let i = 2; i < count; i++) t.equal((await sendOver(base, alice.token, { to: 'bob', body: `${i} ${body}` })).status, 201)
+  const deadline = Date.now() + 10_000
+  while (!/stream reader too slow/.test(server.output()) && Date.now() < deadline) await sleep(50)
+  const growth = rssBytes(server.child.pid as number) - before
+  t.match(server.output(), /stream reader too slow: closing/, 'the server cut the reader off')
+  t.ok(growth < 40 * 1024 * 1024, `RSS grew ${Math.round(growth / 1048576)} MB while ${Math.round(count * body.length / 1048576)} MB were queued for the reader`)
+  socket.destroy()
+  t.ok(closed || socket.destroyed)
+
+  const ids = [...text.matchAll(/^id: (\S+)$/gm)].map((m) => m[1])
+  t.ok(ids.length >= 1, 'the reader got some events before it stalled')
+  const resumed = openStream(`${base}/stream`, bob.token, { lastEventId: ids.at(-1) })
+  t.teardown(resumed.close)
+  const rest = await resumed.until(count - ids.length, 20_000)
+  const seen = [...ids.map((_, i) => i), ...rest.map((e) => Number(e.data.body.split(' ')[0]))]
+  t.strictSame(seen, Array.from({ length: count }, (_, i) => i), 'every message once, in order')
+})

@@ -1,0 +1,92 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { createTargetPolicy, retryDelayMs, signWebhook } from '../../plugins/webhooks.js'
+import { build, register, send } from '../helper.js'
+import { receiver, verify, type Hit } from '../webhook-receiver.js'
+
+t.test('signatures verify, and fail for another body or secret', async (t) => {
+  const hit = (body: string, sig: string): Hit => ({ headers: { 'x-bus-signature': sig }, body, status: 200 })
+  const now = Math.floor(Date.now() / 1000)
+  t.ok(verify('s3cret', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now))))
+  t.notOk(verify('s3cret', hit('{"a":2}', signWebhook('s3cret', '{"a":1}', now))))
+  t.notOk(verify('other', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now))))
+  t.notOk(verify('s3cret', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now - 3600))), 'an old timestamp is a replay')
+})
+
+t.test('retry delays grow exponentially with jitter, capped at an hour', async (t) => {
+  t.equal(retryDelayMs(1000, 1, () => 0), 500)
+  t.equal(retryDelayMs(1000, 1, () => 1), 1000)
+  t.equal(retryDelayMs(1000, 4, () => 1), 8000)
+  t.equal(retryDelayMs(1000, 40, () => 1), 3_600_000)
+})
+
+t.test('targets: http(s) only, and within BUS_WEBHOOK_ALLOW when set', async (t) => {
+  const open = createTargetPolicy([])
+  t.equal(await open.refuse('https://example.com/x'), undefined)
+  t.match(await open.refuse('ftp://example.com/x'), /http/)
+  t.match(await open.refuse('not a url'), /not a URL/)
+  const strict = createTargetPolicy(['hooks.internal', '10.0.0.0/8', '::1'])
+  t.equal(await strict.refuse('http://hooks.internal/x'), undefined)
+  t.equal(await strict.refuse('http://10.1.2.3:8080/x'), undefined)
+  t.equal(await strict.refuse('http://[::1]/x'), undefined)
+  t.match(await strict.refuse('http://192.168.1.1/x'), /not in BUS_WEBHOOK_ALLOW/)
+  t.match(await strict.refuse('http://localhost/x'), /not in BUS_WEBHOOK_ALLOW/, 'a name resolving outside the list')
+})
+
+t.test('registering and updating webhooks', async (t) => {
+  const app = await build(t, { BUS_WEBHOOK_ALLOW: '127.0.0.1' })
+  const bad = await app.inject({ method: 'POST', url: '/agents', payload: { name: 'x', webhook_url: 'http://10.0.0.1/h' } })
+  t.equal(bad.statusCode, 400)
+  t.match(bad.json(), { code: 'BUS_BAD_WEBHOOK', message: /webhook_url host 10.0.0.1/ })
+  t.equal((await app.inject({ method: 'POST', url: '/agents', payload: { name: 'x', webhook_url: 'javascript:alert(1)' } })).statusCode, 400)
+
+  const reg = await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: 'http://127.0.0.1:9/h' } })
+  t.match(reg.json(), { webhook_url: 'http://127.0.0.1:9/h', webhook_secret: /^whsec_/ })
+  const bob = { auth: { authorization: `Bearer ${reg.json().token}` } }
+  const alice = await register(app, 'alice')
+  t.notOk('webhook_url' in (await app.inject({ url: '/agents/bob', headers: alice.auth })).json(), 'others do not see the URL')
+  t.equal((await app.inject({ method: 'PATCH', url: '/agents/bob', headers: alice.auth, payload: { webhook_url: null } })).statusCode, 403)
+
+  const patched = await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { description: 'reviewer', webhook_url: 'http://127.0.0.1:10/h' } })
+  t.equal(patched.statusCode, 200)
+  t.match(patched.json(), { description: 'reviewer', webhook_url: 'http://127.0.0.1:10/h', webhook_secret: /^whsec_/ })
+  t.not(patched.json().webhook_secret, reg.json().webhook_secret, 'a new URL gets a new secret')
+  const cleared = await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { webhook_url: null } })
+  t.match(cleared.json(), { webhook_url: null, description: 'reviewer' })
+  t.notOk('webhook_secret' in cleared.json())
+  t.equal((await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { name: 'robert' } })).statusCode, 400)
+})
+
+t.test('a message is POSTed signed to the recipient\'s webhook; a failing receiver is retried until it answers 2xx', async (t) => {
+  const hook = await receiver((n) => n <= 3 ? 500 : 204)
+  t.teardown(hook.close)
+  const app = await build(t, { BUS_WEBHOOK_RETRY_BASE_MS: '20' })
+  const bob = (await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })).json()
+  const alice = await register(app, 'alice')
+  const id = (await send(app, alice, { to: 'bob', body: 'pushed', data: { n: 1 } })).json().id
+  const deadline = Date.now() + 10_000
+  while (hook.hits.length < 4 && Date.now() < deadline) await sleep(20)
+  await sleep(300)
+  t.equal(hook.hits.length, 4, 'three failures, one success, no more')
+  t.equal(hook.hits.filter((h) => h.status === 204).length, 1, 'delivered exactly once')
+  for (const hit of hook.hits) t.ok(verify(bob.webhook_secret, hit), 'every attempt is signed')
+  t.match(JSON.parse(hook.hits[3].body), { id, from: 'alice', body: 'pushed', data: { n: 1 } })
+  t.equal(hook.hits[3].headers['x-bus-message-id'], String(id))
+  const receipts = (await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts
+  t.match(receipts, [{ agent: 'bob', delivered_at: String, read_at: null }], 'delivered and read are separate')
+})
+
+t.test('a hanging receiver is cut off by the timeout and does not slow the bus', async (t) => {
+  const hook = await receiver((n) => n === 1 ? 'hang' : 200)
+  t.teardown(hook.close)
+  const app = await build(t, { BUS_WEBHOOK_TIMEOUT_MS: '200', BUS_WEBHOOK_RETRY_BASE_MS: '20' })
+  await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
+  const alice = await register(app, 'alice')
+  await send(app, alice, { to: 'bob', body: 'one' })
+  while (hook.hits.length < 1) await sleep(10)
+  const during = await send(app, alice, { to: 'alice', body: 'meanwhile' })
+  t.equal(during.statusCode, 201, 'sends go on while the receiver hangs')
+  const deadline = Date.now() + 5000
+  while (hook.hits.length < 2 && Date.now() < deadline) await sleep(20)
+  t.equal(hook.hits.length, 2, 'retried after the timeout')
+})
