@@ -6,6 +6,7 @@ import archiver from './plugins/archiver.js'
 import auth from './plugins/auth.js'
 import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
+import limits from './plugins/limits.js'
 import heartbeat from './plugins/heartbeat.js'
 import swagger from './plugins/swagger.js'
 import webhooks from './plugins/webhooks.js'
@@ -15,6 +16,8 @@ import messages from './routes/messages.js'
 import stats from './routes/stats.js'
 import stream from './routes/stream.js'
 import { schemas } from './schemas/index.js'
+import { describeStorageError } from './db/open.js'
+import { StorageUnavailable } from './errors.js'
 
 export interface AppOptions {
   logger?: FastifyServerOptions['logger']
@@ -31,28 +34,50 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     logger,
     // Room for a maximal body after JSON escaping plus the other fields; the exact body limit is checked per message.
     bodyLimit: config.BUS_MAX_MESSAGE_BYTES * 6 + 64 * 1024,
+    // A client that trickles its request (slowloris) is cut off; responses (streams, long-polls) are not limited.
+    requestTimeout: config.BUS_REQUEST_TIMEOUT_MS,
+    // Given to Node's server at construction too: Node reads the timeouts then, and by default checks them only
+    // every 30 s, which would let a trickling client hold a socket that long.
+    http: {
+      requestTimeout: config.BUS_REQUEST_TIMEOUT_MS,
+      headersTimeout: Math.min(60_000, config.BUS_REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: Math.min(1000, config.BUS_REQUEST_TIMEOUT_MS)
+    },
     ajv: { customOptions: { removeAdditional: false } }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   // 5xx answers keep their details in the log, not in the response.
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
-    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
-    if (status >= 500) request.log.error({ err }, 'request failed')
-    // Our own coded 503s say what is unavailable; anything else that failed inside stays in the log.
-    if (status >= 500 && err.code !== 'BUS_UNAVAILABLE') {
+    let status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    if (status >= 500 && status !== 503) request.log.error({ err }, 'request failed')
+    // A store that cannot write (disk full, locked, read-only) is a 503 the client may retry; the transaction
+    // rolled back, so nothing partial was kept.
+    const storage = describeStorageError(err)
+    if (storage !== undefined) {
+      request.log.error({ err }, 'storage failure')
+      reply.header('retry-after', '5')
+      err = new StorageUnavailable(storage)
+      status = 503
+    } else if (status >= 500 && status !== 503) {
+      // 503s (ours, under-pressure's) say what is unavailable; anything else that failed inside stays in the log.
       return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status], message: 'internal error' })
     }
     return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
   })
-  app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
-  })
-
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })
   await app.register(fanout)
   const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
+  await app.register(limits, {
+    perAgentPerMin: config.BUS_RATE_LIMIT_PER_MIN,
+    registrationsPerMin: config.BUS_RATE_LIMIT_REGISTRATIONS_PER_MIN,
+    maxEventLoopDelayMs: config.BUS_MAX_EVENT_LOOP_DELAY_MS
+  })
+  // Unknown routes are rate limited too when limits are on, so probing them is no way around the limit.
+  app.setNotFoundHandler({ preHandler: app.hasDecorator('rateLimit') ? app.rateLimit() : undefined }, (request, reply) => {
+    reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+  })
   await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
   await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })
   await app.register(archiver, {

@@ -18,6 +18,10 @@ export const ConfigSchema = Type.Object({
   BUS_WEBHOOK_MAX_AGE_S: Type.Integer({ default: 86400, minimum: 1, description: 'Webhook retries stop this long after the message was sent.' }),
   BUS_WEBHOOK_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 1, description: 'Each webhook attempt is cut off after this long.' }),
   BUS_WEBHOOK_ALLOW: Type.Optional(Type.String({ description: 'Comma-separated hosts and CIDRs webhooks may target; unset allows any http(s) URL.' })),
+  BUS_RATE_LIMIT_PER_MIN: Type.Integer({ default: 0, minimum: 0, description: 'Requests a minute per agent; 0 = off.' }),
+  BUS_RATE_LIMIT_REGISTRATIONS_PER_MIN: Type.Integer({ default: 0, minimum: 0, description: 'Registrations a minute per client address; 0 = off.' }),
+  BUS_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, description: 'Shed load (503 + Retry-After) once the event loop lags this much; 0 = off.' }),
+  BUS_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30000, minimum: 100, description: 'A request must arrive whole within this time (slow clients are cut off).' }),
   BUS_SYNC: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' })
 }, { additionalProperties: false })

@@ -12,3 +12,5 @@ export const BadCursor = createError('BUS_BAD_CURSOR', 'cursor is not one this l
 export const Unavailable = createError('BUS_UNAVAILABLE', '%s', 503)
 export const BadEventId = createError('BUS_BAD_EVENT_ID', 'Last-Event-ID is not an id this stream gave out: %s', 400)
 export const BadWebhook = createError('BUS_BAD_WEBHOOK', 'webhook_url %s', 400)
+export const RateLimited = createError('BUS_RATE_LIMITED', 'rate limit of %d requests a minute exceeded; retry in %s', 429)
+export const StorageUnavailable = createError('BUS_STORAGE_UNAVAILABLE', 'storage unavailable: %s; nothing was stored, retry later', 503)

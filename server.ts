@@ -1,14 +1,20 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
+import { DatabaseInUse } from './db/lock.js'
+
+// Mistakes an operator can fix get one line on stderr, not a stack trace.
+function fail (err: unknown): never {
+  if (!(err instanceof ConfigError) && !(err instanceof DatabaseInUse)) throw err
+  process.stderr.write(`agent-bus: ${err.message}\n`)
+  process.exit(1)
+}
 
 let config
 try {
   config = loadConfig()
 } catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  process.stderr.write(`agent-bus: ${err.message}\n`)
-  process.exit(1)
+  fail(err)
 }
 
 const app = await buildApp(config, {
@@ -17,7 +23,7 @@ const app = await buildApp(config, {
     // Tokens never reach the log, whether in a header or a response field.
     redact: ['req.headers.authorization', 'token', '*.token']
   }
-})
+}).catch(fail)
 
 // First SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close the database. A second one aborts.
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {

@@ -39,3 +39,14 @@ export function openDatabase ({ path, sync, busyTimeoutMs = 5000 }: OpenOptions)
   }
   return { db, sqlite, sizeBytes }
 }
+
+// What a storage error means for a client, when it is one the bus recovers from by itself once the cause is gone.
+export function describeStorageError (err: unknown): string | undefined {
+  if (!(err instanceof SQLite.SqliteError)) return undefined
+  const code = err.code
+  if (code === 'SQLITE_FULL') return 'disk full'
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return 'database busy'
+  if (code.startsWith('SQLITE_READONLY')) return 'database is read-only'
+  if (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN')) return 'storage I/O error'
+  return undefined
+}

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
+import { lockDatabase } from '../db/lock.js'
 import { migrateToLatest } from '../db/migrate.js'
 import { openDatabase } from '../db/open.js'
 import type { Database } from '../db/schema.js'
@@ -20,11 +21,22 @@ export interface DbOptions {
 
 const db: FastifyPluginAsync<DbOptions> = async (app, { path, sync }) => {
   const opened = openDatabase({ path, sync })
-  app.addHook('onClose', async () => { await opened.db.destroy() })
-  // Without WAL, readers block the writer and the durability promise changes: refuse to run rather than degrade.
-  const mode = opened.sqlite.pragma('journal_mode', { simple: true })
-  if (path !== ':memory:' && mode !== 'wal') throw new Error(`${path}: journal_mode is ${String(mode)}, expected wal`)
-  await migrateToLatest(opened.db)
+  let unlock: (() => Promise<void>) | undefined
+  try {
+    if (path !== ':memory:') unlock = await lockDatabase(path)
+    // Without WAL, readers block the writer and the durability promise changes: refuse to run rather than degrade.
+    const mode = opened.sqlite.pragma('journal_mode', { simple: true })
+    if (path !== ':memory:' && mode !== 'wal') throw new Error(`${path}: journal_mode is ${String(mode)}, expected wal`)
+    await migrateToLatest(opened.db)
+  } catch (err) {
+    await opened.db.destroy()
+    await unlock?.()
+    throw err
+  }
+  app.addHook('onClose', async () => {
+    await opened.db.destroy()
+    await unlock?.()
+  })
   app.decorate('db', opened.db)
   app.decorate('dbSize', opened.sizeBytes)
 }

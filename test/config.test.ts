@@ -16,6 +16,10 @@ t.test('defaults match the documented ones', async (t) => {
     BUS_WEBHOOK_RETRY_BASE_MS: 1000,
     BUS_WEBHOOK_MAX_AGE_S: 86400,
     BUS_WEBHOOK_TIMEOUT_MS: 5000,
+    BUS_RATE_LIMIT_PER_MIN: 0,
+    BUS_RATE_LIMIT_REGISTRATIONS_PER_MIN: 0,
+    BUS_MAX_EVENT_LOOP_DELAY_MS: 1000,
+    BUS_REQUEST_TIMEOUT_MS: 30000,
     BUS_SYNC: 'full',
     LOG_LEVEL: 'info'
   })
