@@ -49,10 +49,9 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
 
     let threadId: number | undefined
     if (input.replyTo !== undefined) {
-      const parent = await visibleMessages(trx, input.senderId).select('m.thread_id')
-        .where('m.seq', '=', input.replyTo).executeTakeFirst()
+      const parent = await findVisible(trx, input.senderId, input.replyTo)
       if (!parent) return { ok: false, replyToNotFound: input.replyTo }
-      threadId = parent.thread_id
+      threadId = parent.row.thread_id
     }
 
     let recipientIds: number[] = []
@@ -125,8 +124,8 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
 }
 
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
-  const m = await db.selectFrom('all_messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
-  const { count } = await db.selectFrom('all_deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
+  const m = await db.selectFrom('messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
+  const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
     .where('message_seq', '=', seq).executeTakeFirstOrThrow()
   return {
     id: m.seq,
@@ -140,17 +139,17 @@ async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
   }
 }
 
-// Messages the agent sent or received, live or archived, with the agent's own read time and the sender's name.
-function visibleMessages (db: Db, agentId: number) {
-  return db.selectFrom('all_messages as m')
-    .innerJoin('agents as s', 's.id', 'm.sender_id')
-    .leftJoin('all_deliveries as d', (j) => j.onRef('d.message_seq', '=', 'm.seq').on('d.recipient_id', '=', agentId))
-    .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId)]))
-}
+// The live tables and the archive have the same columns, so each read is written once and run over either pair.
+// (Reading through one UNION ALL view instead makes SQLite materialise it: a scan of every message per query.)
+interface Store { messages: 'messages', deliveries: 'deliveries', archived: 0 | 1 }
+const LIVE: Store = { messages: 'messages', deliveries: 'deliveries', archived: 0 }
+// Typed as the live tables: same shape, other names.
+const ARCHIVE = { messages: 'archived_messages', deliveries: 'archived_deliveries', archived: 1 } as unknown as Store
+const STORES = [LIVE, ARCHIVE]
 
-export const messageColumns = [
+const messageColumns = (store: Store) => [
   'm.seq', 'm.sender_id', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id',
-  'm.created_at', 'm.archived', 's.name as sender', 'd.delivered_at', 'd.read_at'
+  'm.created_at', sql.lit(store.archived).as('archived'), 's.name as sender', 'd.delivered_at', 'd.read_at'
 ] as const
 
 interface MessageRowWithSender {
@@ -189,6 +188,32 @@ export function toMessage (row: MessageRowWithSender) {
 }
 export type MessageView = ReturnType<typeof toMessage>
 
+// The caller's deliveries joined to their messages: the inbox, a stream, the webhook queue.
+export function deliveredMessages (db: Db) {
+  return db.selectFrom('deliveries as d')
+    .innerJoin('messages as m', 'm.seq', 'd.message_seq')
+    .innerJoin('agents as s', 's.id', 'm.sender_id')
+    .select(messageColumns(LIVE))
+}
+
+// Messages of one store that the agent sent or received, with its own delivery. Only for narrow lookups (one id,
+// one thread): the OR cannot use an index on its own.
+function visibleIn (db: Db, store: Store, agentId: number) {
+  return db.selectFrom(`${store.messages} as m`)
+    .innerJoin('agents as s', 's.id', 'm.sender_id')
+    .leftJoin(`${store.deliveries} as d`, (j) => j.onRef('d.message_seq', '=', 'm.seq').on('d.recipient_id', '=', agentId))
+    .select(messageColumns(store))
+    .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId)]))
+}
+
+async function findVisible (db: Db, agentId: number, seq: number) {
+  for (const store of STORES) {
+    const row = await visibleIn(db, store, agentId).where('m.seq', '=', seq).executeTakeFirst()
+    if (row) return { row, store }
+  }
+  return undefined
+}
+
 export interface InboxQuery {
   unread?: boolean
   priority?: PriorityName
@@ -201,11 +226,7 @@ export interface InboxQuery {
 
 // The caller's live inbox: urgent, then high, then normal; oldest first within each.
 export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promise<MessageView[]> {
-  let query = db.selectFrom('deliveries as d')
-    .innerJoin('all_messages as m', (j) => j.onRef('m.seq', '=', 'd.message_seq').on('m.archived', '=', 0))
-    .innerJoin('agents as s', 's.id', 'm.sender_id')
-    .select(messageColumns)
-    .where('d.recipient_id', '=', agentId)
+  let query = deliveredMessages(db).where('d.recipient_id', '=', agentId)
   if (q.unread) query = query.where('d.read_at', 'is', null)
   if (q.priority !== undefined) query = query.where('d.priority', '=', rankOf(q.priority))
   if (q.upToSeq !== undefined) query = query.where('d.message_seq', '<=', q.upToSeq)
@@ -222,10 +243,7 @@ export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promis
 
 // The caller's unread messages stored after a seq, in the order they were stored: a stream's live part.
 export async function listUnreadAfter (db: Db, agentId: number, afterSeq: number, limit: number): Promise<MessageView[]> {
-  const rows = await db.selectFrom('deliveries as d')
-    .innerJoin('all_messages as m', (j) => j.onRef('m.seq', '=', 'd.message_seq').on('m.archived', '=', 0))
-    .innerJoin('agents as s', 's.id', 'm.sender_id')
-    .select(messageColumns)
+  const rows = await deliveredMessages(db)
     .where('d.recipient_id', '=', agentId).where('d.read_at', 'is', null).where('d.message_seq', '>', afterSeq)
     .orderBy('d.message_seq').limit(limit).execute()
   return rows.map(toMessage)
@@ -261,10 +279,15 @@ export interface AckOutcome {
 export async function ackMessages (db: Kysely<Database>, agentId: number, ids: number[], now: string): Promise<AckOutcome> {
   const unique = [...new Set(ids)]
   return db.transaction().execute(async (trx) => {
-    const rows = await trx.selectFrom('all_deliveries as d').innerJoin('all_messages as m', 'm.seq', 'd.message_seq')
+    const rows = await trx.selectFrom('deliveries as d').innerJoin('messages as m', 'm.seq', 'd.message_seq')
       .select(['d.message_seq', 'd.read_at', 'm.sender_id'])
       .where('d.recipient_id', '=', agentId).where('d.message_seq', 'in', unique).execute()
     const found = new Set(rows.map((r) => r.message_seq))
+    const missing = unique.filter((id) => !found.has(id))
+    // Archived messages were read by everyone, this caller included.
+    const archived = missing.length === 0 ? [] : await trx.selectFrom('archived_deliveries').select('message_seq')
+      .where('recipient_id', '=', agentId).where('message_seq', 'in', missing).execute()
+    for (const r of archived) found.add(r.message_seq)
     const newlyRead = rows.filter((r) => r.read_at === null).map((r) => ({ seq: r.message_seq, senderId: r.sender_id }))
     const unread = newlyRead.map((r) => r.seq)
     if (unread.length > 0) {
@@ -273,7 +296,7 @@ export async function ackMessages (db: Kysely<Database>, agentId: number, ids: n
     }
     return {
       acked: unread.length,
-      already_read: rows.length - unread.length,
+      already_read: found.size - unread.length,
       not_found: unique.filter((id) => !found.has(id)),
       newlyRead
     }
@@ -281,20 +304,21 @@ export async function ackMessages (db: Kysely<Database>, agentId: number, ids: n
 }
 
 export async function getMessage (db: Db, agentId: number, seq: number) {
-  const row = await visibleMessages(db, agentId).select(messageColumns).where('m.seq', '=', seq).executeTakeFirst()
-  if (!row) return undefined
+  const found = await findVisible(db, agentId, seq)
+  if (!found) return undefined
+  const { row, store } = found
   const message: MessageView & { receipts?: Array<{ agent: string, delivered_at: string | null, read_at: string | null }> } = toMessage(row)
   if (row.sender_id === agentId) {
-    message.receipts = await db.selectFrom('all_deliveries as d').innerJoin('agents as a', 'a.id', 'd.recipient_id')
+    message.receipts = await db.selectFrom(`${store.deliveries} as d`).innerJoin('agents as a', 'a.id', 'd.recipient_id')
       .select(['a.name as agent', 'd.delivered_at', 'd.read_at']).where('d.message_seq', '=', seq).orderBy('a.name').execute()
   }
   return message
 }
 
 export async function listThread (db: Db, agentId: number, threadId: number): Promise<MessageView[]> {
-  const rows = await visibleMessages(db, agentId).select(messageColumns)
-    .where('m.thread_id', '=', threadId).orderBy('m.seq').execute()
-  return rows.map(toMessage)
+  const rows = []
+  for (const store of STORES) rows.push(...await visibleIn(db, store, agentId).where('m.thread_id', '=', threadId).execute())
+  return rows.sort((a, b) => a.seq - b.seq).map(toMessage)
 }
 
 export interface HistoryQuery {
@@ -306,24 +330,34 @@ export interface HistoryQuery {
   afterSeq?: number
 }
 
-// What the agent sent or received, in the order it was stored, archived messages included.
+// What the agent sent or received, in the order it was stored, archived messages included. Each of the four
+// sources (sent and received, live and archived) is an index range scan; the pages are merged here.
 export async function listHistory (db: Db, agentId: number, q: HistoryQuery): Promise<MessageView[]> {
-  let query = visibleMessages(db, agentId).select(messageColumns)
-  if (q.since !== undefined) query = query.where('m.created_at', '>=', q.since)
-  if (q.until !== undefined) query = query.where('m.created_at', '<', q.until)
-  if (q.thread !== undefined) query = query.where('m.thread_id', '=', q.thread)
-  if (q.afterSeq !== undefined) query = query.where('m.seq', '>', q.afterSeq)
-  const other = q.withAgentId
-  if (other !== undefined) {
-    // A conversation with one other agent: what I sent them, or what they sent me.
-    query = query.where((eb) => eb.or([
-      eb.and([eb('m.sender_id', '=', agentId), eb.exists(eb.selectFrom('all_deliveries as o').select('o.message_seq')
-        .whereRef('o.message_seq', '=', 'm.seq').where('o.recipient_id', '=', other))]),
-      eb.and([eb('m.sender_id', '=', other), eb('d.recipient_id', '=', agentId)])
-    ]))
-  }
-  const rows = await query.orderBy('m.seq').limit(q.limit).execute()
-  return rows.map(toMessage)
+  const pages = await Promise.all(STORES.flatMap((store) => (['sent', 'received'] as const).map(async (side) => {
+    let query = side === 'sent'
+      ? db.selectFrom(`${store.messages} as m`)
+        .leftJoin(`${store.deliveries} as d`, (j) => j.onRef('d.message_seq', '=', 'm.seq').on('d.recipient_id', '=', agentId))
+        .where('m.sender_id', '=', agentId)
+      : db.selectFrom(`${store.deliveries} as d`).innerJoin(`${store.messages} as m`, 'm.seq', 'd.message_seq')
+        .where('d.recipient_id', '=', agentId)
+    let built = query.innerJoin('agents as s', 's.id', 'm.sender_id').select(messageColumns(store))
+    if (q.afterSeq !== undefined) built = built.where('m.seq', '>', q.afterSeq)
+    if (q.since !== undefined) built = built.where('m.created_at', '>=', q.since)
+    if (q.until !== undefined) built = built.where('m.created_at', '<', q.until)
+    if (q.thread !== undefined) built = built.where('m.thread_id', '=', q.thread)
+    const other = q.withAgentId
+    if (other !== undefined) {
+      // A conversation with one other agent: what I sent them, or what they sent me.
+      built = side === 'sent'
+        ? built.where((eb) => eb.exists(eb.selectFrom(`${store.deliveries} as o`).select('o.message_seq')
+          .whereRef('o.message_seq', '=', 'm.seq').where('o.recipient_id', '=', other)))
+        : built.where('m.sender_id', '=', other)
+    }
+    return built.orderBy('m.seq').limit(q.limit).execute()
+  })))
+  const bySeq = new Map<number, MessageRowWithSender>()
+  for (const row of pages.flat()) bySeq.set(row.seq, row)
+  return [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(0, q.limit).map(toMessage)
 }
 
 // Moves up to `batch` messages created before the cutoff and read by every recipient into the archive tables,

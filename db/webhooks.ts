@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { messageColumns, toMessage, type MessageView } from './messages.js'
+import { deliveredMessages, toMessage, type MessageView } from './messages.js'
 import type { Database } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -14,11 +14,8 @@ export interface DueWebhook {
 
 // Deliveries whose next webhook attempt is due, oldest due first.
 export async function dueWebhooks (db: Db, now: string, limit: number): Promise<DueWebhook[]> {
-  const rows = await db.selectFrom('deliveries as d')
+  const rows = await deliveredMessages(db)
     .innerJoin('agents as r', 'r.id', 'd.recipient_id')
-    .innerJoin('all_messages as m', (j) => j.onRef('m.seq', '=', 'd.message_seq').on('m.archived', '=', 0))
-    .innerJoin('agents as s', 's.id', 'm.sender_id')
-    .select(messageColumns)
     .select(['d.recipient_id', 'd.webhook_attempts', 'r.webhook_url', 'r.webhook_secret'])
     .where('d.webhook_next_at', '<=', now)
     .orderBy('d.webhook_next_at').limit(limit).execute()

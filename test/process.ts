@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 
 // The real process, the way `npm start` runs it (npm test builds dist/ first).
 export function startServer (env: Record<string, string>) {
@@ -19,8 +18,4 @@ export function startServer (env: Record<string, string>) {
   return { child, url, output: () => out, errors: () => err }
 }
 
-// Resident memory of a process, from /proc, in bytes.
-export function rssBytes (pid: number): number {
-  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(kb?.[1] ?? 0) * 1024
-}
+export { rssBytes } from '../bench/proc.js'

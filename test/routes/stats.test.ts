@@ -34,7 +34,7 @@ t.test('health answers without auth, and 404s are JSON naming the route', async 
 t.test('a failing database answers 500 without its details', async (t) => {
   const app = await build(t)
   const alice = await register(app, 'alice')
-  await app.db.schema.dropView('all_messages').execute()
+  await app.db.schema.dropTable('archived_messages').execute()
   const res = await app.inject({ url: '/messages/1', headers: alice.auth })
   t.equal(res.statusCode, 500)
   t.strictSame(res.json(), { statusCode: 500, error: 'Internal Server Error', message: 'internal error' })

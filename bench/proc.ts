@@ -1,0 +1,7 @@
+import { readFileSync } from 'node:fs'
+
+// Resident memory of a process, from /proc (Linux), in bytes.
+export function rssBytes (pid: number): number {
+  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return Number(kb?.[1] ?? 0) * 1024
+}

@@ -1,0 +1,281 @@
+// npm run bench [-- --quick]: the real server (dist/server.js) under load from a separate process on loopback,
+// every figure beside the same work done by a bare Fastify route with no storage (bench/ceiling.ts).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { request as httpRequest, Agent } from 'node:http'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { createServer } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import SQLite from 'better-sqlite3'
+import autocannon from 'autocannon'
+import { rssBytes } from './proc.js'
+
+const quick = process.argv.includes('--quick')
+const DURATION_S = quick ? 5 : 10
+const WARMUP_S = quick ? 1 : 3
+const CONNECTIONS = 64
+const BODY = 'benchmark message body '.repeat(4)
+const work = mkdtempSync(join(tmpdir(), 'agent-bus-bench-'))
+const hasWrk = spawnSync('wrk', ['--version']).error === undefined
+const json = { 'content-type': 'application/json' }
+
+const mb = (bytes: number): number => Math.round(bytes / 1048576)
+
+async function freePort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  return port
+}
+
+interface Running { child: ChildProcess, base: string }
+
+async function start (script: string, env: Record<string, string> = {}): Promise<Running> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [script], { env: { ...process.env, PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  const base = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 200; i++) {
+    try { if ((await fetch(`${base}/health`)).ok) return { child, base } } catch { /* not listening yet */ }
+    await sleep(50)
+  }
+  throw new Error(`${script} did not start`)
+}
+
+async function stop ({ child }: Running): Promise<void> {
+  child.kill('SIGTERM')
+  if (child.exitCode === null) await once(child, 'exit')
+}
+
+interface Load { rps: number, p50: number, p99: number, requests: number, errors: number }
+
+// One load run from a separate process: wrk when installed (lighter), else autocannon. Each request picks a random
+// sender token and, for sends, a random recipient.
+async function load (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], seconds: number): Promise<Load> {
+  if (hasWrk) {
+    const lua = join(work, `${kind}.lua`)
+    writeFileSync(lua, `
+local tokens = {${tokens.map((t) => `"${t}"`).join(',')}}
+local names = {${names.map((n) => `"${n}"`).join(',')}}
+local kind = "${kind}"
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("seed", counter) end
+function init(args) math.randomseed(os.time() * 1000 + seed) end
+function request()
+  local i = math.random(#tokens)
+  local headers = { ["Authorization"] = "Bearer " .. tokens[i], ["Content-Type"] = "application/json" }
+  if kind == "inbox" then return wrk.format("GET", "/inbox?unread=true", headers) end
+  if kind == "broadcast" then return wrk.format("POST", "/send", headers, '{"body":"${BODY}"}') end
+  local j = math.random(#names)
+  if j == i then j = (j % #names) + 1 end
+  return wrk.format("POST", "/send", headers, '{"to":"' .. names[j] .. '","body":"${BODY}"}')
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout + e.status))
+end`)
+    const run = spawn('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, base], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    run.stdout.on('data', (d) => { out += d })
+    await once(run, 'exit')
+    const result = JSON.parse(/RESULT (\{.*\})/.exec(out)?.[1] ?? 'null')
+    if (!result) throw new Error(`wrk: ${out}`)
+    return { rps: result.requests / (result.duration_us / 1e6), p50: result.p50 / 1000, p99: result.p99 / 1000, requests: result.requests, errors: result.errors }
+  }
+  let n = 0
+  const result = await autocannon({
+    url: base, connections: CONNECTIONS, duration: seconds,
+    requests: [{
+      setupRequest: (req: autocannon.Request) => {
+        const i = Math.floor(Math.random() * tokens.length)
+        const to = names[(i + 1 + (n++ % (names.length - 1))) % names.length]
+        const headers = { authorization: `Bearer ${tokens[i]}`, 'content-type': 'application/json' }
+        if (kind === 'inbox') return { ...req, method: 'GET', path: '/inbox?unread=true', headers }
+        return { ...req, method: 'POST', path: '/send', headers, body: JSON.stringify(kind === 'broadcast' ? { body: BODY } : { to, body: BODY }) }
+      }
+    }]
+  })
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, errors: result.errors + result.non2xx }
+}
+
+async function measure (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], pid?: number) {
+  await load(base, kind, tokens, names, WARMUP_S)
+  let rssUnderLoad = 0
+  const sampler = pid === undefined ? undefined : setInterval(() => { rssUnderLoad = Math.max(rssUnderLoad, rssBytes(pid)) }, 250)
+  const result = await load(base, kind, tokens, names, DURATION_S)
+  clearInterval(sampler)
+  return { ...result, rssUnderLoad }
+}
+
+async function registerAgents (base: string, count: number): Promise<{ tokens: string[], names: string[] }> {
+  const tokens: string[] = []
+  const names: string[] = []
+  for (let i = 0; i < count; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, count - i) }, async (_, k) => {
+      const name = `agent-${i + k}`
+      const res = await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify({ name }) })
+      return { name, token: (await res.json()).token as string }
+    }))
+    for (const a of batch) { names.push(a.name); tokens.push(a.token) }
+  }
+  return { tokens, names }
+}
+
+// Fills the database directly (the bus stopped): `count` direct messages between random agents, all unread.
+function seed (path: string, count: number): void {
+  const db = new SQLite(path)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = OFF')
+  const ids = (db.prepare('select id from agents').all() as Array<{ id: number }>).map((r) => r.id)
+  const names = new Map((db.prepare('select id, name from agents').all() as Array<{ id: number, name: string }>).map((r) => [r.id, r.name]))
+  const insertMessage = db.prepare(`insert into messages (sender_id, recipients, subject, body, data, priority, reply_to, thread_id, created_at)
+    values (?, ?, null, ?, null, ?, null, 0, ?) returning seq`)
+  const setThread = db.prepare('update messages set thread_id = seq where seq = ?')
+  const insertDelivery = db.prepare('insert into deliveries (message_seq, recipient_id, priority) values (?, ?, ?)')
+  const now = new Date().toISOString()
+  const fill = db.transaction((n: number) => {
+    for (let i = 0; i < n; i++) {
+      const from = ids[i % ids.length]
+      const to = ids[(i * 7 + 1) % ids.length] === from ? ids[(i + 1) % ids.length] : ids[(i * 7 + 1) % ids.length]
+      const priority = i % 10 === 0 ? 2 : i % 5 === 0 ? 1 : 0
+      const { seq } = insertMessage.get(from, JSON.stringify([names.get(to)]), BODY, priority, now) as { seq: number }
+      setThread.run(seq)
+      insertDelivery.run(seq, to, priority)
+    }
+  })
+  for (let done = 0; done < count; done += 100_000) fill(Math.min(100_000, count - done))
+  db.pragma('wal_checkpoint(TRUNCATE)')
+  db.close()
+}
+
+// Time from a send's 201 to the event at the recipient's open stream, with `streams` streams open.
+async function push (base: string, tokens: string[], names: string[], pid: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: tokens.length + 16 })
+  const arrived = new Map<number, number>()
+  const requests = tokens.map((token) => new Promise<void>((resolve, reject) => {
+    const req = httpRequest(`${base}/stream`, { agent, headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } }, (res) => {
+      let buffer = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        buffer += chunk
+        let end
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, end)
+          buffer = buffer.slice(end + 2)
+          const data = /^data: (.*)$/m.exec(event)
+          if (data) arrived.set(JSON.parse(data[1]).id, performance.now())
+        }
+      })
+      resolve()
+    })
+    req.on('error', reject)
+    req.end()
+  }))
+  await Promise.all(requests)
+  await sleep(500)
+  const rssStreams = rssBytes(pid)
+  const sentAt = new Map<number, number>()
+  const deadline = performance.now() + DURATION_S * 1000
+  // Ten senders, each sending as fast as its 201s come back: a steady stream of messages to random open streams.
+  await Promise.all(Array.from({ length: 10 }, async (_, s) => {
+    while (performance.now() < deadline) {
+      const to = names[Math.floor(Math.random() * names.length)]
+      const res = await fetch(`${base}/send`, { method: 'POST', headers: { ...json, authorization: `Bearer ${tokens[s]}` }, body: JSON.stringify({ to, body: BODY }) })
+      const at = performance.now()
+      sentAt.set((await res.json()).id, at)
+    }
+  }))
+  await sleep(1000)
+  const latencies = [...sentAt].map(([id, at]) => Math.max(0, (arrived.get(id) ?? Infinity) - at)).sort((a, b) => a - b)
+  agent.destroy()
+  const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
+  return { streams: tokens.length, messages: latencies.length, lost: latencies.filter((l) => l === Infinity).length, p50: pct(0.5), p99: pct(0.99), rssStreams }
+}
+
+const results: Record<string, unknown> = {}
+const rows: Array<[string, string, string]> = []
+const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+const ratio = (a: number, b: number): string => `${fmt(a / b * 100)}%`
+
+try {
+  // 1. The ceiling: bare routes, no storage.
+  const ceiling = await start('dist/bench/ceiling.js')
+  const fake = { tokens: Array.from({ length: 100 }, (_, i) => `t${i}`), names: Array.from({ length: 100 }, (_, i) => `agent-${i}`) }
+  const ceilingSend = await measure(ceiling.base, 'send', fake.tokens, fake.names)
+  const ceilingInbox = await measure(ceiling.base, 'inbox', fake.tokens, fake.names)
+  await stop(ceiling)
+  results.ceiling = { send: ceilingSend, inbox: ceilingInbox }
+  rows.push(['ceiling send (bare route)', `${fmt(ceilingSend.rps)} req/s`, `p50 ${fmt(ceilingSend.p50, 2)} ms, p99 ${fmt(ceilingSend.p99, 2)} ms`])
+  rows.push(['ceiling inbox (constant page of 50)', `${fmt(ceilingInbox.rps)} req/s`, `p50 ${fmt(ceilingInbox.p50, 2)} ms, p99 ${fmt(ceilingInbox.p99, 2)} ms`])
+
+  // 2. Sends between random pairs of 100 agents, with each durability setting.
+  for (const sync of ['full', 'normal'] as const) {
+    const db = join(work, `send-${sync}.db`)
+    const bus = await start('dist/server.js', { BUS_DB: db, BUS_SYNC: sync })
+    const { tokens, names } = await registerAgents(bus.base, 100)
+    const rssIdle = rssBytes(bus.child.pid as number)
+    const send = await measure(bus.base, 'send', tokens, names, bus.child.pid)
+    await stop(bus)
+    results[`send_${sync}`] = { ...send, rssIdle }
+    rows.push([`send, BUS_SYNC=${sync}`, `${fmt(send.rps)} req/s (${ratio(send.rps, ceilingSend.rps)} of ceiling)`,
+      `p50 ${fmt(send.p50, 2)} ms, p99 ${fmt(send.p99, 2)} ms, errors ${send.errors}; RSS idle ${mb(rssIdle)} MB, under load ${mb(send.rssUnderLoad)} MB`])
+  }
+
+  // 3. Unread inbox reads, ~100 messages per agent; 5. the same at 1,000 and 1,000,000 stored messages.
+  const scale: Record<string, unknown> = {}
+  for (const stored of [10_000, 1_000, quick ? 100_000 : 1_000_000]) {
+    const db = join(work, `inbox-${stored}.db`)
+    let bus = await start('dist/server.js', { BUS_DB: db })
+    const { tokens, names } = await registerAgents(bus.base, 100)
+    await stop(bus)
+    const seeding = performance.now()
+    seed(db, stored)
+    const seedS = (performance.now() - seeding) / 1000
+    bus = await start('dist/server.js', { BUS_DB: db })
+    const inbox = await measure(bus.base, 'inbox', tokens, names)
+    const send = stored === 10_000 ? undefined : await measure(bus.base, 'send', tokens, names)
+    await stop(bus)
+    if (stored === 10_000) {
+      results.inbox = inbox
+      rows.push(['inbox, unread, 100 agents × ~100 messages', `${fmt(inbox.rps)} req/s (${ratio(inbox.rps, ceilingInbox.rps)} of ceiling)`,
+        `p50 ${fmt(inbox.p50, 2)} ms, p99 ${fmt(inbox.p99, 2)} ms, errors ${inbox.errors}`])
+    } else {
+      scale[stored] = { inbox, send, seedS }
+      rows.push([`scale: ${fmt(stored)} stored messages`, `inbox p99 ${fmt(inbox.p99, 2)} ms`, `send ${fmt(send?.rps ?? 0)} req/s (seeded in ${fmt(seedS, 1)} s)`])
+    }
+  }
+  results.scale = scale
+
+  // 4. Push latency with 1,000 open streams, then 3. broadcasts to the same 1,000 agents.
+  {
+    const db = join(work, 'fanout.db')
+    const bus = await start('dist/server.js', { BUS_DB: db })
+    const { tokens, names } = await registerAgents(bus.base, 1000)
+    const pushed = await push(bus.base, tokens, names, bus.child.pid as number)
+    results.push = pushed
+    rows.push(['push: 201 → SSE event, 1,000 streams open', `p50 ${fmt(pushed.p50, 2)} ms, p99 ${fmt(pushed.p99, 2)} ms`,
+      `${fmt(pushed.messages)} messages, ${pushed.lost} lost; RSS with 1,000 streams ${mb(pushed.rssStreams)} MB`])
+    await sleep(500)
+    const broadcast = await measure(bus.base, 'broadcast', tokens.slice(0, 100), names)
+    await stop(bus)
+    results.broadcast = { ...broadcast, deliveriesPerS: broadcast.rps * 999 }
+    rows.push(['broadcast to 1,000 agents', `${fmt(broadcast.rps)} broadcasts/s`, `${fmt(broadcast.rps * 999)} deliveries/s, p99 ${fmt(broadcast.p99, 2)} ms`])
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true })
+}
+
+const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version }
+const report = { date: new Date().toISOString(), quick, durationS: DURATION_S, connections: CONNECTIONS, loadGenerator: hasWrk ? 'wrk' : 'autocannon', machine, results }
+mkdirSync('bench', { recursive: true })
+writeFileSync('bench/results.json', JSON.stringify(report, null, 2) + '\n')
+const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)))
+process.stdout.write(`agent-bus benchmark, ${report.date}: ${machine.cores} × ${machine.cpu}, Node ${machine.node}; ` +
+  `load from ${report.loadGenerator}, ${CONNECTIONS} connections, ${DURATION_S} s per run after ${WARMUP_S} s warm-up\n\n`)
+process.stdout.write(`| ${['workload', 'throughput', 'latency and memory'].map((h, i) => h.padEnd(width[i])).join(' | ')} |\n`)
+process.stdout.write(`|${width.map((w) => '-'.repeat(w + 2)).join('|')}|\n`)
+for (const row of rows) process.stdout.write(`| ${row.map((c, i) => c.padEnd(width[i])).join(' | ')} |\n`)
+process.stdout.write('\nwritten to bench/results.json\n')
