@@ -34,7 +34,8 @@ export interface Sent {
 
 export type SendOutcome =
   // recipientIds is null for a broadcast.
-  | { ok: true, sent: Sent, replayed: boolean, recipientIds: number[] | null }
+  // webhooks: whether a recipient may have a webhook to push to.
+  | { ok: true, sent: Sent, replayed: boolean, recipientIds: number[] | null, webhooks: boolean }
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
 
@@ -44,7 +45,7 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
     if (input.idempotencyKey !== undefined) {
       const previous = await trx.selectFrom('messages').select('seq')
         .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
-      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [] }
+      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [], webhooks: false }
     }
 
     let threadId: number | undefined
@@ -54,15 +55,14 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
       threadId = parent.row.thread_id
     }
 
-    let recipientIds: number[] = []
+    let direct: Array<{ id: number, name: string, webhook_url: string | null }> = []
     if (input.to !== undefined) {
-      const found = await trx.selectFrom('agents').select(['id', 'name'])
+      direct = await trx.selectFrom('agents').select(['id', 'name', 'webhook_url'])
         .where('name', 'in', input.to).where('deleted_at', 'is', null).execute()
-      if (found.length !== input.to.length) {
-        const known = new Set(found.map((a) => a.name))
+      if (direct.length !== input.to.length) {
+        const known = new Set(direct.map((a) => a.name))
         return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
       }
-      recipientIds = found.map((a) => a.id)
     }
 
     const priority = rankOf(input.priority)
@@ -86,29 +86,29 @@ export async function sendMessage (db: Kysely<Database>, input: SendInput): Prom
 
     let recipients: number
     if (input.to === undefined) {
-      // A broadcast: one delivery per registered agent but the sender, in one statement.
-      const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'read_at'])
+      // A broadcast: one delivery per registered agent but the sender, in one statement. Recipients with a webhook
+      // get it queued in the same statement, so a crash cannot lose the push.
+      const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
         .expression((eb) => eb.selectFrom('agents')
-          .select([eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'), sql<null>`null`.as('read_at')])
+          .select((sb) => [
+            sb.val(seq).as('message_seq'), 'id', sb.val(priority).as('priority'),
+            sb.case().when('webhook_url', 'is not', null).then(input.now).else(null).end().as('webhook_next_at')
+          ])
           .where('deleted_at', 'is', null).where('id', '!=', input.senderId))
         .executeTakeFirst()
       recipients = Number(result.numInsertedOrUpdatedRows ?? 0)
     } else {
       await trx.insertInto('deliveries')
-        .values(recipientIds.map((id) => ({ message_seq: seq, recipient_id: id, priority, read_at: null })))
+        .values(direct.map((a) => ({ message_seq: seq, recipient_id: a.id, priority, webhook_next_at: a.webhook_url === null ? null : input.now })))
         .execute()
-      recipients = recipientIds.length
+      recipients = direct.length
     }
-    // Recipients with a webhook get it queued in the same transaction, so a crash cannot lose the push.
-    await trx.updateTable('deliveries').set({ webhook_next_at: input.now })
-      .where('message_seq', '=', seq)
-      .where('recipient_id', 'in', (eb) => eb.selectFrom('agents').select('id').where('webhook_url', 'is not', null))
-      .execute()
 
     return {
       ok: true,
       replayed: false,
-      recipientIds: input.to === undefined ? null : recipientIds,
+      recipientIds: input.to === undefined ? null : direct.map((a) => a.id),
+      webhooks: input.to === undefined || direct.some((a) => a.webhook_url !== null),
       sent: {
         id: seq,
         thread_id: threadId,

@@ -4,8 +4,9 @@ import fp from 'fastify-plugin'
 // What the bus tells its live readers (streams, long-polls, the webhook dispatcher) after a commit. Events carry
 // positions, not payloads: the database stays the source of truth, and each reader pulls from its own cursor.
 export type BusEvent =
-  // Deliveries were stored; recipientIds null means a broadcast to every agent but the sender.
-  | { kind: 'message', seq: number, senderId: number, recipientIds: number[] | null }
+  // Deliveries were stored; recipientIds null means a broadcast to every agent but the sender; webhooks tells the
+  // dispatcher whether there may be a webhook to push.
+  | { kind: 'message', seq: number, senderId: number, recipientIds: number[] | null, webhooks: boolean }
   // One of the agent's sent messages was read.
   | { kind: 'receipt', senderId: number, messageId: number, agent: string, readAt: string }
   | { kind: 'presence', agent: string, status: 'online' | 'offline' }

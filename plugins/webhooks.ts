@@ -139,7 +139,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, { retryBaseMs, 
   let timer: NodeJS.Timeout | undefined
   let unsubscribe: (() => void) | undefined
   app.addHook('onReady', async () => {
-    unsubscribe = fanout.subscribe(0, (event) => { if (event.kind === 'message') kick() })
+    unsubscribe = fanout.subscribe(0, (event) => { if (event.kind === 'message' && event.webhooks) kick() })
     timer = setInterval(kick, pollMs).unref()
     kick()
   })

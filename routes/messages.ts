@@ -88,9 +88,9 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     })
     if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
     if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
-    const { sent, replayed, recipientIds } = outcome
+    const { sent, replayed, recipientIds, webhooks } = outcome
     // After the commit: readers pull from the database, so they must not hear of rows they cannot see yet.
-    if (!replayed) fanout.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds })
+    if (!replayed) fanout.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds, webhooks })
     request.log.info({ id: sent.id, recipients: sent.recipients, replayed }, 'message sent')
     reply.code(201)
     return sent
