@@ -39,87 +39,145 @@ export type SendOutcome =
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
 
-// Stores a message and one delivery per recipient in one transaction: all of it or nothing.
-export async function sendMessage (db: Kysely<Database>, input: SendInput): Promise<SendOutcome> {
-  return db.transaction().execute(async (trx): Promise<SendOutcome> => {
-    if (input.idempotencyKey !== undefined) {
-      const previous = await trx.selectFrom('messages').select('seq')
-        .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
-      if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [], webhooks: false }
-    }
+// Stores a message and one delivery per recipient, inside the caller's transaction.
+async function storeMessage (trx: Transaction<Database>, input: SendInput): Promise<SendOutcome> {
+  if (input.idempotencyKey !== undefined) {
+    const previous = await trx.selectFrom('messages').select('seq')
+      .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
+    if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [], webhooks: false }
+  }
 
-    let threadId: number | undefined
-    if (input.replyTo !== undefined) {
-      const parent = await findVisible(trx, input.senderId, input.replyTo)
-      if (!parent) return { ok: false, replyToNotFound: input.replyTo }
-      threadId = parent.row.thread_id
-    }
+  let threadId: number | undefined
+  if (input.replyTo !== undefined) {
+    const parent = await findVisible(trx, input.senderId, input.replyTo)
+    if (!parent) return { ok: false, replyToNotFound: input.replyTo }
+    threadId = parent.row.thread_id
+  }
 
-    let direct: Array<{ id: number, name: string, webhook_url: string | null }> = []
-    if (input.to !== undefined) {
-      direct = await trx.selectFrom('agents').select(['id', 'name', 'webhook_url'])
-        .where('name', 'in', input.to).where('deleted_at', 'is', null).execute()
-      if (direct.length !== input.to.length) {
-        const known = new Set(direct.map((a) => a.name))
-        return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
-      }
+  let direct: Array<{ id: number, name: string, webhook_url: string | null }> = []
+  if (input.to !== undefined) {
+    direct = await trx.selectFrom('agents').select(['id', 'name', 'webhook_url'])
+      .where('name', 'in', input.to).where('deleted_at', 'is', null).execute()
+    if (direct.length !== input.to.length) {
+      const known = new Set(direct.map((a) => a.name))
+      return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
     }
+  }
 
-    const priority = rankOf(input.priority)
-    const { seq } = await trx.insertInto('messages').values({
-      sender_id: input.senderId,
-      recipients: input.to === undefined ? null : JSON.stringify(input.to),
-      subject: input.subject ?? null,
-      body: input.body,
-      data: input.data === undefined ? null : JSON.stringify(input.data),
-      priority,
-      reply_to: input.replyTo ?? null,
-      thread_id: threadId ?? 0,
-      created_at: input.now,
-      idempotency_key: input.idempotencyKey ?? null
-    }).returning('seq').executeTakeFirstOrThrow()
-    // A message that replies to nothing starts its own thread, named by its own id.
-    if (threadId === undefined) {
-      threadId = seq
-      await trx.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq).execute()
-    }
+  const priority = rankOf(input.priority)
+  const { seq } = await trx.insertInto('messages').values({
+    sender_id: input.senderId,
+    recipients: input.to === undefined ? null : JSON.stringify(input.to),
+    subject: input.subject ?? null,
+    body: input.body,
+    data: input.data === undefined ? null : JSON.stringify(input.data),
+    priority,
+    reply_to: input.replyTo ?? null,
+    thread_id: threadId ?? 0,
+    created_at: input.now,
+    idempotency_key: input.idempotencyKey ?? null
+  }).returning('seq').executeTakeFirstOrThrow()
+  // A message that replies to nothing starts its own thread, named by its own id.
+  if (threadId === undefined) {
+    threadId = seq
+    await trx.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq).execute()
+  }
 
-    let recipients: number
-    if (input.to === undefined) {
-      // A broadcast: one delivery per registered agent but the sender, in one statement. Recipients with a webhook
-      // get it queued in the same statement, so a crash cannot lose the push.
-      const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
-        .expression((eb) => eb.selectFrom('agents')
-          .select((sb) => [
-            sb.val(seq).as('message_seq'), 'id', sb.val(priority).as('priority'),
-            sb.case().when('webhook_url', 'is not', null).then(input.now).else(null).end().as('webhook_next_at')
-          ])
-          .where('deleted_at', 'is', null).where('id', '!=', input.senderId))
-        .executeTakeFirst()
-      recipients = Number(result.numInsertedOrUpdatedRows ?? 0)
-    } else {
-      await trx.insertInto('deliveries')
-        .values(direct.map((a) => ({ message_seq: seq, recipient_id: a.id, priority, webhook_next_at: a.webhook_url === null ? null : input.now })))
-        .execute()
-      recipients = direct.length
-    }
+  let recipients: number
+  if (input.to === undefined) {
+    // A broadcast: one delivery per registered agent but the sender, in one statement. Recipients with a webhook
+    // get it queued in the same statement, so a crash cannot lose the push.
+    const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
+      .expression((eb) => eb.selectFrom('agents')
+        .select((sb) => [
+          sb.val(seq).as('message_seq'), 'id', sb.val(priority).as('priority'),
+          sb.case().when('webhook_url', 'is not', null).then(input.now).else(null).end().as('webhook_next_at')
+        ])
+        .where('deleted_at', 'is', null).where('id', '!=', input.senderId))
+      .executeTakeFirst()
+    recipients = Number(result.numInsertedOrUpdatedRows ?? 0)
+  } else {
+    await trx.insertInto('deliveries')
+      .values(direct.map((a) => ({ message_seq: seq, recipient_id: a.id, priority, webhook_next_at: a.webhook_url === null ? null : input.now })))
+      .execute()
+    recipients = direct.length
+  }
 
-    return {
-      ok: true,
-      replayed: false,
-      recipientIds: input.to === undefined ? null : direct.map((a) => a.id),
-      webhooks: input.to === undefined || direct.some((a) => a.webhook_url !== null),
-      sent: {
-        id: seq,
-        thread_id: threadId,
-        from: input.senderName,
-        to: input.to ?? [],
-        broadcast: input.to === undefined,
-        recipients,
-        priority: input.priority,
-        created_at: input.now
-      }
+  return {
+    ok: true,
+    replayed: false,
+    recipientIds: input.to === undefined ? null : direct.map((a) => a.id),
+    webhooks: input.to === undefined || direct.some((a) => a.webhook_url !== null),
+    sent: {
+      id: seq,
+      thread_id: threadId,
+      from: input.senderName,
+      to: input.to ?? [],
+      broadcast: input.to === undefined,
+      recipients,
+      priority: input.priority,
+      created_at: input.now
     }
+  }
+}
+
+export type Send = (input: SendInput) => Promise<SendOutcome>
+
+// Group commit. Sends that arrive in the same event-loop turn, or while a commit is under way, share one
+// transaction, so one commit (one fsync with BUS_SYNC=full) serves many requests; each is answered only after the
+// commit that holds it. A savepoint per send keeps one failing send from undoing the others.
+export function createSender (db: Kysely<Database>, maxBatch = 256): Send {
+  let queue: Array<{ input: SendInput, resolve: (o: SendOutcome) => void, reject: (e: unknown) => void }> = []
+  let flushing = false
+
+  async function flush (): Promise<void> {
+    const batch = queue.slice(0, maxBatch)
+    queue = queue.slice(batch.length)
+    const outcomes: Array<{ ok: SendOutcome } | { err: unknown }> = []
+    try {
+      await db.transaction().execute(async (trx) => {
+        if (batch.length === 1) {
+          outcomes.push({ ok: await storeMessage(trx, batch[0].input) })
+          return
+        }
+        for (const { input } of batch) {
+          await sql`savepoint send`.execute(trx)
+          try {
+            outcomes.push({ ok: await storeMessage(trx, input) })
+            await sql`release send`.execute(trx)
+          } catch (err) {
+            await sql`rollback to send`.execute(trx)
+            await sql`release send`.execute(trx)
+            outcomes.push({ err })
+          }
+        }
+      })
+    } catch (err) {
+      for (const item of batch) item.reject(err)
+      return
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i]
+      if ('ok' in outcome) item.resolve(outcome.ok)
+      else item.reject(outcome.err)
+    })
+  }
+
+  function schedule (): void {
+    if (flushing || queue.length === 0) return
+    flushing = true
+    // setImmediate, not a microtask: requests parsed in this turn of the event loop join the batch.
+    setImmediate(() => {
+      flush().finally(() => {
+        flushing = false
+        schedule()
+      })
+    })
+  }
+
+  return (input) => new Promise<SendOutcome>((resolve, reject) => {
+    queue.push({ input, resolve, reject })
+    schedule()
   })
 }
 

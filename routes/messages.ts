@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent } from '../db/agents.js'
-import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, sendMessage } from '../db/messages.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, createSender } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
@@ -28,6 +28,7 @@ function decodeCursor (cursor: string, parts: number): number[] {
 
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
   const { db, fanout } = app
+  const send = createSender(db)
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
   // or the bus shuts down; then reads again.
@@ -74,7 +75,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = request.body
     const bytes = Buffer.byteLength(body)
     if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
-    const outcome = await sendMessage(db, {
+    const outcome = await send({
       senderId: sender.id,
       senderName: sender.name,
       to: to === undefined ? undefined : Array.isArray(to) ? to : [to],
