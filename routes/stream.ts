@@ -13,6 +13,8 @@ export interface StreamOptions {
   keepAliveMs: number
   // A reader that has not taken an event for this long (its socket buffer is full) is cut off; it resumes with Last-Event-ID.
   stallMs: number
+  // The largest message body: a batch read for one stream holds at most about BATCH_BYTES of them.
+  maxMessageBytes: number
 }
 
 // A position in the stream's order. The stream sends the unread backlog first, in inbox order, up to the newest
@@ -30,10 +32,13 @@ function parseEventId (id: string): Position {
   throw new BadEventId(id)
 }
 
-const BATCH = 100
+// Each stream reads the database in batches that hold at most about 1 MiB of bodies (and at most 100 messages):
+// what a stalled reader pins in memory stays small however large the messages are.
+const BATCH_BYTES = 1 << 20
 
-const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs }) => {
+const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs, maxMessageBytes }) => {
   const { db, fanout } = app
+  const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
   await app.register(fastifySSE, { heartbeatInterval: keepAliveMs })
 
   app.get('/stream', {
