@@ -424,8 +424,9 @@ export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch:
   return db.transaction().execute(async (trx) => {
     const rows = await trx.selectFrom('messages as m').select('m.seq')
       .where('m.created_at', '<', cutoff)
-      .where((eb) => eb.not(eb.exists(eb.selectFrom('deliveries as d').select('d.message_seq')
-        .whereRef('d.message_seq', '=', 'm.seq').where('d.read_at', 'is', null))))
+      // Read by every recipient that is still registered: a deregistered agent will never read its copy.
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('deliveries as d').innerJoin('agents as a', 'a.id', 'd.recipient_id')
+        .select('d.message_seq').whereRef('d.message_seq', '=', 'm.seq').where('d.read_at', 'is', null).where('a.deleted_at', 'is', null))))
       .orderBy('m.seq').limit(batch).execute()
     if (rows.length === 0) return 0
     const seqs = rows.map((r) => r.seq)

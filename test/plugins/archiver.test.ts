@@ -33,6 +33,18 @@ t.test('archiveRead moves old messages read by everyone, and history still finds
   t.equal((await app.inject({ url: `/messages/${read}`, headers: carol.auth })).statusCode, 404, 'visibility holds in the archive')
 })
 
+t.test('a deregistered recipient\'s unread copy does not keep a message out of the archive', async (t) => {
+  const app = await build(t)
+  const alice = await register(app, 'alice')
+  const bob = await register(app, 'bob')
+  const carol = await register(app, 'carol')
+  const id = (await send(app, alice, { to: ['bob', 'carol'], body: 'x' })).json().id
+  await app.inject({ method: 'POST', url: '/ack', headers: bob.auth, payload: { ids: [id] } })
+  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY), 0, 'carol has not read it')
+  await app.inject({ method: 'DELETE', url: '/agents/carol', headers: carol.auth })
+  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY), 1, 'carol is gone: it is read by everyone who can')
+})
+
 t.test('archiveRead works in bounded batches until done', async (t) => {
   const app = await build(t)
   const alice = await register(app, 'alice')
