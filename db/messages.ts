@@ -39,8 +39,8 @@ export type SendOutcome =
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
 
-// Stores a message and one delivery per recipient, inside the caller's transaction.
-async function storeMessage (trx: Transaction<Database>, input: SendInput): Promise<SendOutcome> {
+// Stores a message and one delivery per recipient, inside the caller's transaction (a group commit).
+export async function sendMessage (trx: Transaction<Database>, input: SendInput): Promise<SendOutcome> {
   if (input.idempotencyKey !== undefined) {
     const previous = await trx.selectFrom('messages').select('seq')
       .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
@@ -119,66 +119,6 @@ async function storeMessage (trx: Transaction<Database>, input: SendInput): Prom
       created_at: input.now
     }
   }
-}
-
-export type Send = (input: SendInput) => Promise<SendOutcome>
-
-// Group commit. Sends that arrive in the same event-loop turn, or while a commit is under way, share one
-// transaction, so one commit (one fsync with BUS_SYNC=full) serves many requests; each is answered only after the
-// commit that holds it. A savepoint per send keeps one failing send from undoing the others.
-export function createSender (db: Kysely<Database>, maxBatch = 256): Send {
-  let queue: Array<{ input: SendInput, resolve: (o: SendOutcome) => void, reject: (e: unknown) => void }> = []
-  let flushing = false
-
-  async function flush (): Promise<void> {
-    const batch = queue.slice(0, maxBatch)
-    queue = queue.slice(batch.length)
-    const outcomes: Array<{ ok: SendOutcome } | { err: unknown }> = []
-    try {
-      await db.transaction().execute(async (trx) => {
-        if (batch.length === 1) {
-          outcomes.push({ ok: await storeMessage(trx, batch[0].input) })
-          return
-        }
-        for (const { input } of batch) {
-          await sql`savepoint send`.execute(trx)
-          try {
-            outcomes.push({ ok: await storeMessage(trx, input) })
-            await sql`release send`.execute(trx)
-          } catch (err) {
-            await sql`rollback to send`.execute(trx)
-            await sql`release send`.execute(trx)
-            outcomes.push({ err })
-          }
-        }
-      })
-    } catch (err) {
-      for (const item of batch) item.reject(err)
-      return
-    }
-    batch.forEach((item, i) => {
-      const outcome = outcomes[i]
-      if ('ok' in outcome) item.resolve(outcome.ok)
-      else item.reject(outcome.err)
-    })
-  }
-
-  function schedule (): void {
-    if (flushing || queue.length === 0) return
-    flushing = true
-    // setImmediate, not a microtask: requests parsed in this turn of the event loop join the batch.
-    setImmediate(() => {
-      flush().finally(() => {
-        flushing = false
-        schedule()
-      })
-    })
-  }
-
-  return (input) => new Promise<SendOutcome>((resolve, reject) => {
-    queue.push({ input, resolve, reject })
-    schedule()
-  })
 }
 
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
@@ -333,32 +273,31 @@ export interface AckOutcome {
   newlyRead: Array<{ seq: number, senderId: number }>
 }
 
-// Marks the caller's deliveries read. Idempotent: a second ack of the same id counts as already read.
-export async function ackMessages (db: Kysely<Database>, agentId: number, ids: number[], now: string): Promise<AckOutcome> {
+// Marks the caller's deliveries read, inside the caller's transaction. Idempotent: a second ack of the same id
+// counts as already read.
+export async function ackMessages (trx: Transaction<Database>, agentId: number, ids: number[], now: string): Promise<AckOutcome> {
   const unique = [...new Set(ids)]
-  return db.transaction().execute(async (trx) => {
-    const rows = await trx.selectFrom('deliveries as d').innerJoin('messages as m', 'm.seq', 'd.message_seq')
-      .select(['d.message_seq', 'd.read_at', 'm.sender_id'])
-      .where('d.recipient_id', '=', agentId).where('d.message_seq', 'in', unique).execute()
-    const found = new Set(rows.map((r) => r.message_seq))
-    const missing = unique.filter((id) => !found.has(id))
-    // Archived messages were read by everyone, this caller included.
-    const archived = missing.length === 0 ? [] : await trx.selectFrom('archived_deliveries').select('message_seq')
-      .where('recipient_id', '=', agentId).where('message_seq', 'in', missing).execute()
-    for (const r of archived) found.add(r.message_seq)
-    const newlyRead = rows.filter((r) => r.read_at === null).map((r) => ({ seq: r.message_seq, senderId: r.sender_id }))
-    const unread = newlyRead.map((r) => r.seq)
-    if (unread.length > 0) {
-      await trx.updateTable('deliveries').set({ read_at: now })
-        .where('recipient_id', '=', agentId).where('message_seq', 'in', unread).execute()
-    }
-    return {
-      acked: unread.length,
-      already_read: found.size - unread.length,
-      not_found: unique.filter((id) => !found.has(id)),
-      newlyRead
-    }
-  })
+  const rows = await trx.selectFrom('deliveries as d').innerJoin('messages as m', 'm.seq', 'd.message_seq')
+    .select(['d.message_seq', 'd.read_at', 'm.sender_id'])
+    .where('d.recipient_id', '=', agentId).where('d.message_seq', 'in', unique).execute()
+  const found = new Set(rows.map((r) => r.message_seq))
+  const missing = unique.filter((id) => !found.has(id))
+  // Archived messages were read by everyone, this caller included.
+  const archived = missing.length === 0 ? [] : await trx.selectFrom('archived_deliveries').select('message_seq')
+    .where('recipient_id', '=', agentId).where('message_seq', 'in', missing).execute()
+  for (const r of archived) found.add(r.message_seq)
+  const newlyRead = rows.filter((r) => r.read_at === null).map((r) => ({ seq: r.message_seq, senderId: r.sender_id }))
+  const unread = newlyRead.map((r) => r.seq)
+  if (unread.length > 0) {
+    await trx.updateTable('deliveries').set({ read_at: now })
+      .where('recipient_id', '=', agentId).where('message_seq', 'in', unread).execute()
+  }
+  return {
+    acked: unread.length,
+    already_read: found.size - unread.length,
+    not_found: unique.filter((id) => !found.has(id)),
+    newlyRead
+  }
 }
 
 export async function getMessage (db: Db, agentId: number, seq: number) {

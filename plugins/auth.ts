@@ -58,7 +58,7 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
     }
     const now = new Date()
     if (agent.online === 0 || agent.last_seen_at === null || now.getTime() - Date.parse(agent.last_seen_at) >= seenEveryMs) {
-      await markSeen(app.db, agent.id, now.toISOString())
+      await app.write((trx) => markSeen(trx, agent.id, now.toISOString()))
       if (agent.online === 0) app.fanout.publish({ kind: 'presence', agent: agent.name, status: 'online' })
       agent.online = 1
       agent.last_seen_at = now.toISOString()

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
+import { createGroupCommit, type Write } from '../db/group-commit.js'
 import { lockDatabase } from '../db/lock.js'
 import { migrateToLatest } from '../db/migrate.js'
 import { openDatabase } from '../db/open.js'
@@ -11,6 +12,8 @@ declare module 'fastify' {
     db: Kysely<Database>
     // Bytes the database takes on disk, for /stats.
     dbSize: () => number
+    // Runs a write in the next group commit: many writes, one transaction, one fsync.
+    write: Write
   }
 }
 
@@ -39,6 +42,7 @@ const db: FastifyPluginAsync<DbOptions> = async (app, { path, sync }) => {
   })
   app.decorate('db', opened.db)
   app.decorate('dbSize', opened.sizeBytes)
+  app.decorate('write', createGroupCommit(opened.db))
 }
 
 export default fp(db, { name: 'db', fastify: '5.x' })

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent } from '../db/agents.js'
-import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, createSender } from '../db/messages.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, sendMessage } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
@@ -27,8 +27,7 @@ function decodeCursor (cursor: string, parts: number): number[] {
 }
 
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
-  const { db, fanout } = app
-  const send = createSender(db)
+  const { db, fanout, write } = app
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
   // or the bus shuts down; then reads again.
@@ -75,7 +74,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = request.body
     const bytes = Buffer.byteLength(body)
     if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
-    const outcome = await send({
+    const outcome = await write((trx) => sendMessage(trx, {
       senderId: sender.id,
       senderName: sender.name,
       to: to === undefined ? undefined : Array.isArray(to) ? to : [to],
@@ -86,7 +85,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       data,
       idempotencyKey: request.headers['idempotency-key'],
       now: new Date().toISOString()
-    })
+    }))
     if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
     if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
     const { sent, replayed, recipientIds, webhooks } = outcome
@@ -118,7 +117,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     if (page.length === 0 && wait > 0) page = await longPoll(agent.id, wait * 1000, reply, read)
     const now = new Date().toISOString()
     const firstTime = page.filter((m) => m.delivered_at === null)
-    await markDelivered(db, agent.id, firstTime.map((m) => m.id), now)
+    if (firstTime.length > 0) await write((trx) => markDelivered(trx, agent.id, firstTime.map((m) => m.id), now))
     for (const m of firstTime) m.delivered_at = now
     const last = page.at(-1)
     return {
@@ -141,7 +140,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
   }, async (request) => {
     const agent = agentOf(request)
     const readAt = new Date().toISOString()
-    const { newlyRead, ...result } = await ackMessages(db, agent.id, request.body.ids, readAt)
+    const { newlyRead, ...result } = await write((trx) => ackMessages(trx, agent.id, request.body.ids, readAt))
     for (const { seq, senderId } of newlyRead) {
       fanout.publish({ kind: 'receipt', senderId, messageId: seq, agent: agent.name, readAt })
     }

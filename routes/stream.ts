@@ -37,7 +37,7 @@ function parseEventId (id: string): Position {
 const BATCH_BYTES = 1 << 20
 
 const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs, maxMessageBytes }) => {
-  const { db, fanout } = app
+  const { db, fanout, write } = app
   const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
   await app.register(fastifySSE, { heartbeatInterval: keepAliveMs })
 
@@ -95,7 +95,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
 
     // Each write waits for the socket to drain, so a connection buffers at most about one socket's worth;
     // a reader that takes nothing for stallMs is cut off instead of holding the bus's memory.
-    const write = async (message: { id?: string, event: string, data: unknown }): Promise<boolean> => {
+    const sendEvent = async (message: { id?: string, event: string, data: unknown }): Promise<boolean> => {
       let timer: NodeJS.Timeout | undefined
       const stalled = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), stallMs) })
       const ok = await Promise.race([reply.sse.send(message).then(() => true), stalled])
@@ -124,23 +124,24 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
           const data = event.kind === 'receipt'
             ? { message_id: event.messageId, agent: event.agent, read_at: event.readAt }
             : event
-          if (!await write({ event: event.kind, data: event.kind === 'presence' ? { agent: event.agent, status: event.status } : data })) return
+          if (!await sendEvent({ event: event.kind, data: event.kind === 'presence' ? { agent: event.agent, status: event.status } : data })) return
         }
         const batch = await next()
         for (const message of batch) {
           position = position.phase === 'live'
             ? { phase: 'live', seq: message.id }
             : { ...position, rank: rankOf(message.priority), seq: message.id }
-          if (!await write({ id: eventId(position), event: 'message', data: message })) return
+          if (!await sendEvent({ id: eventId(position), event: 'message', data: message })) return
         }
-        await markDelivered(db, agent.id, batch.filter((m) => m.delivered_at === null).map((m) => m.id), new Date().toISOString())
+        const firstTime = batch.filter((m) => m.delivered_at === null).map((m) => m.id)
+        if (firstTime.length > 0) await write((trx) => markDelivered(trx, agent.id, firstTime, new Date().toISOString()))
         if (batch.length === 0) await watch.wait(keepAliveMs, gone.signal)
       }
     } finally {
       watch.close()
       unsubscribeExtra()
       // The offline timer starts when the stream closes.
-      await markSeen(db, agent.id, new Date().toISOString()).catch((err: unknown) => log.error({ err }, 'mark seen failed'))
+      await write((trx) => markSeen(trx, agent.id, new Date().toISOString())).catch((err: unknown) => log.error({ err }, 'mark seen failed'))
       log.info('stream closed')
       reply.sse.close()
     }

@@ -1,0 +1,69 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database } from './schema.js'
+
+export type Write = <T>(work: (trx: Transaction<Database>) => Promise<T>) => Promise<T>
+
+interface Pending {
+  work: (trx: Transaction<Database>) => Promise<unknown>
+  resolve: (value: unknown) => void
+  reject: (err: unknown) => void
+}
+
+// Group commit. Writes that arrive in the same event-loop turn, or while a commit is under way, share one
+// transaction, so one commit (one fsync with BUS_SYNC=full) serves many requests; each caller hears back only after
+// the commit that holds its write. A savepoint per write keeps one failing write from undoing the others. A write
+// must not start another write from inside: it would wait for a batch that waits for it.
+export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write {
+  let queue: Pending[] = []
+  let flushing = false
+
+  async function flush (): Promise<void> {
+    const batch = queue.slice(0, maxBatch)
+    queue = queue.slice(batch.length)
+    const outcomes: Array<{ value: unknown } | { err: unknown }> = []
+    try {
+      await db.transaction().execute(async (trx) => {
+        if (batch.length === 1) {
+          outcomes.push({ value: await batch[0].work(trx) })
+          return
+        }
+        for (const { work } of batch) {
+          await sql`savepoint w`.execute(trx)
+          try {
+            outcomes.push({ value: await work(trx) })
+            await sql`release w`.execute(trx)
+          } catch (err) {
+            await sql`rollback to w`.execute(trx)
+            await sql`release w`.execute(trx)
+            outcomes.push({ err })
+          }
+        }
+      })
+    } catch (err) {
+      for (const item of batch) item.reject(err)
+      return
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i]
+      if ('value' in outcome) item.resolve(outcome.value)
+      else item.reject(outcome.err)
+    })
+  }
+
+  function schedule (): void {
+    if (flushing || queue.length === 0) return
+    flushing = true
+    // setImmediate, not a microtask: requests parsed in this turn of the event loop join the batch.
+    setImmediate(() => {
+      flush().finally(() => {
+        flushing = false
+        schedule()
+      })
+    })
+  }
+
+  return <T>(work: (trx: Transaction<Database>) => Promise<T>) => new Promise<T>((resolve, reject) => {
+    queue.push({ work, resolve: resolve as (value: unknown) => void, reject })
+    schedule()
+  })
+}

@@ -1,0 +1,48 @@
+import { join } from 'node:path'
+import SQLite from 'better-sqlite3'
+import t from 'tap'
+import { createGroupCommit } from '../../db/group-commit.js'
+import { migrateToLatest } from '../../db/migrate.js'
+import { openDatabase } from '../../db/open.js'
+
+const agent = (name: string) => ({
+  name, description: null, capabilities: '[]', metadata: '{}', token_hash: null, registered_at: 'now', last_seen_at: null, deleted_at: null
+})
+
+t.test('concurrent writes share one commit; a failing one is rolled back alone', async (t) => {
+  const path = join(t.testdir(), 'bus.db')
+  const { db } = openDatabase({ path, sync: 'full' })
+  t.teardown(() => db.destroy())
+  await migrateToLatest(db)
+  const write = createGroupCommit(db)
+  const other = new SQLite(path, { readonly: true })
+  t.teardown(() => other.close())
+  const visibleAtFirstAnswer: number[] = []
+
+  const writes = Array.from({ length: 50 }, (_, i) => write(async (trx) => {
+    if (i === 17) {
+      await trx.insertInto('agents').values(agent('doomed')).execute()
+      throw new Error('write 17 fails after writing')
+    }
+    return (await trx.insertInto('agents').values(agent(`a${i}`)).returning('id').executeTakeFirstOrThrow()).id
+  }).then((id) => {
+    // Seen from another connection: everything committed by the time the first caller hears back.
+    if (visibleAtFirstAnswer.length === 0) visibleAtFirstAnswer.push((other.prepare('select count(*) n from agents').get() as { n: number }).n)
+    return id
+  }))
+  const results = await Promise.allSettled(writes)
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 49)
+  t.match(results[17], { status: 'rejected', reason: { message: 'write 17 fails after writing' } })
+  t.strictSame(visibleAtFirstAnswer, [49], 'all 49 were committed together before any caller was answered')
+  const names = (await db.selectFrom('agents').select('name').execute()).map((r) => r.name)
+  t.notOk(names.includes('doomed'), 'the failing write left nothing behind')
+})
+
+t.test('a failed commit rejects every write in the batch', async (t) => {
+  const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
+  await migrateToLatest(db)
+  const write = createGroupCommit(db)
+  await db.destroy()
+  const results = await Promise.allSettled([1, 2, 3].map(() => write(async (trx) => trx.selectFrom('agents').selectAll().execute())))
+  t.ok(results.every((r) => r.status === 'rejected'))
+})
