@@ -264,7 +264,28 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    message: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new message for the agent, pushed to its webhook
+         * @description Retried with exponential backoff until a 2xx, for up to BUS_WEBHOOK_MAX_AGE_S. At least once: deduplicate on X-Bus-Message-Id.
+         */
+        post: operations["receiveMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /** @description Every error answer has this shape. */
@@ -1390,6 +1411,40 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
+            };
+        };
+    };
+    receiveMessage: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 with the webhook secret over "<t>.<raw body>">. Reject old t to stop replays. */
+                "X-Bus-Signature": string;
+                /** @description The message id. */
+                "X-Bus-Message-Id": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Message"];
+            };
+        };
+        responses: {
+            /** @description Delivered: the bus records delivered_at and stops. */
+            "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Anything else, or no answer within BUS_WEBHOOK_TIMEOUT_MS: the bus retries. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
