@@ -64,6 +64,12 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     }
     return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
   })
+  // A keep-alive socket that finishes its last response after close() began stays open until its keep-alive
+  // timeout, holding close() with it (Node reaps idle sockets once, when close starts): reap them as they go idle.
+  let reaper: NodeJS.Timeout | undefined
+  app.addHook('preClose', async () => { reaper = setInterval(() => app.server.closeIdleConnections(), 50).unref() })
+  app.addHook('onClose', async () => { clearInterval(reaper) })
+
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })

@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely'
-import type { Database } from './schema.js'
+import type { Database, MessageRow } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -150,16 +150,8 @@ const messageColumns = (store: Store) => [
   'm.created_at', sql.lit(store.archived).as('archived'), 's.name as sender', 'd.delivered_at', 'd.read_at'
 ] as const
 
-interface MessageRowWithSender {
-  seq: number
-  recipients: string | null
-  subject: string | null
-  body: string
-  data: string | null
-  priority: number
-  reply_to: number | null
-  thread_id: number
-  created_at: string
+// A message row as the reads select it: with its store, its sender's name, and the reader's own delivery.
+type MessageRowWithSender = Omit<MessageRow, 'sender_id' | 'idempotency_key'> & {
   archived: 0 | 1
   sender: string
   delivered_at: string | null

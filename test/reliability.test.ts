@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
 import t from 'tap'
 import { buildApp } from '../app.js'
@@ -110,4 +111,27 @@ t.test('oversized requests get 413 without the body being read whole, and slow r
   await once(slow, 'close')
   t.ok(Date.now() - started < 5000, 'the trickling client was cut off')
   t.match(slowAnswer, /^HTTP\/1.1 408/)
+})
+
+t.test('a stalled event loop sheds load with 503 and Retry-After, then recovers', async (t) => {
+  const app = await build(t, { BUS_MAX_EVENT_LOOP_DELAY_MS: '50' })
+  const alice = await register(app, 'alice')
+  const block = (ms: number): void => { const end = Date.now() + ms; while (Date.now() < end) { /* stall the loop on purpose */ } }
+  let shed: Awaited<ReturnType<typeof app.inject>> | undefined
+  // under-pressure samples the mean loop delay about once a second: a 1.2 s stall is due in the next sample.
+  for (let i = 0; i < 3 && shed === undefined; i++) {
+    block(1200)
+    await sleep(20)
+    const res = await app.inject({ url: '/inbox', headers: alice.auth })
+    if (res.statusCode === 503) shed = res
+  }
+  t.ok(shed, 'a request was refused while the loop lagged')
+  t.match(shed?.json(), { statusCode: 503, message: /Service Unavailable|pressure/i })
+  t.ok(Number(shed?.headers['retry-after']) > 0)
+  let recovered = false
+  for (let i = 0; i < 30 && !recovered; i++) {
+    await sleep(200)
+    recovered = (await app.inject({ url: '/inbox', headers: alice.auth })).statusCode === 200
+  }
+  t.ok(recovered, 'answers again once the loop keeps up')
 })
