@@ -35,6 +35,8 @@ function parseEventId (id: string): Position {
 // Each stream reads the database in batches that hold at most about 1 MiB of bodies (and at most 100 messages):
 // what a stalled reader pins in memory stays small however large the messages are.
 const BATCH_BYTES = 1 << 20
+// Receipt and presence events waiting for a reader; past this the reader is too slow and is cut off.
+const MAX_EXTRA = 1000
 
 const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs, maxMessageBytes }) => {
   const { db, fanout, write } = app
@@ -77,12 +79,19 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
       : parseEventId(resumeFrom)
 
     const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message')
-    const extra: BusEvent[] = []
-    const unsubscribeExtra = fanout.subscribe(agent.id, (event) => {
-      if ((event.kind === 'receipt' && receipts) || (event.kind === 'presence' && presence && event.agent !== agent.name)) {
-        extra.push(event)
-        watch.poke()
+    // Receipt and presence events are not in the database, so they queue here, boundedly.
+    const extra: Array<{ event: string, data: unknown }> = []
+    let overflow = false
+    const unsubscribeExtra = fanout.subscribe(agent.id, (event: BusEvent) => {
+      if (event.kind === 'receipt' && receipts) {
+        extra.push({ event: 'receipt', data: { message_id: event.messageId, agent: event.agent, read_at: event.readAt } })
+      } else if (event.kind === 'presence' && presence && event.agent !== agent.name) {
+        extra.push({ event: 'presence', data: { agent: event.agent, status: event.status } })
+      } else {
+        return
       }
+      overflow ||= extra.length > MAX_EXTRA
+      watch.poke()
     })
     const gone = new AbortController()
     reply.sse.onClose(() => gone.abort())
@@ -119,12 +128,12 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
 
     try {
       while (!watch.closed && !gone.signal.aborted) {
-        while (extra.length > 0) {
-          const event = extra.shift() as BusEvent
-          const data = event.kind === 'receipt'
-            ? { message_id: event.messageId, agent: event.agent, read_at: event.readAt }
-            : event
-          if (!await sendEvent({ event: event.kind, data: event.kind === 'presence' ? { agent: event.agent, status: event.status } : data })) return
+        if (overflow) {
+          log.warn('stream reader too slow for its receipt and presence events: closing')
+          return
+        }
+        for (let pending = extra.shift(); pending !== undefined; pending = extra.shift()) {
+          if (!await sendEvent(pending)) return
         }
         const batch = await next()
         for (const message of batch) {

@@ -169,3 +169,19 @@ t.test('long-poll: answers as soon as a message arrives, or empty at its timeout
   await app.close()
   t.equal((await pending).statusCode, 200, 'closing the bus answers pending long-polls')
 })
+
+t.test('a reader that falls 1,000 receipt or presence events behind is cut off', async (t) => {
+  const { app, base } = await serve(t)
+  const alice = await register(app, 'alice')
+  const res = await fetch(`${base}/stream?presence=true`, { headers: { authorization: `Bearer ${alice.token}` } })
+  const reader = res.body!.getReader()
+  await sleep(100)
+  for (let i = 0; i < 1500; i++) app.fanout.publish({ kind: 'presence', agent: `a${i}`, status: 'online' })
+  let text = ''
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    text += Buffer.from(value).toString()
+  }
+  t.equal((text.match(/event: presence/g) ?? []).length, 0, 'the stream closed instead of queueing without bound')
+})
