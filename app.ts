@@ -17,7 +17,7 @@ import stats from './routes/stats.js'
 import stream from './routes/stream.js'
 import { schemas } from './schemas/index.js'
 import { describeStorageError } from './db/open.js'
-import { StorageUnavailable } from './errors.js'
+import { BadNumber, StorageUnavailable } from './errors.js'
 
 export interface AppOptions {
   logger?: FastifyServerOptions['logger']
@@ -64,6 +64,15 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     }
     return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
   })
+  // Ajv coerces "1e309" to Infinity and lets it through integer and maximum checks, and JSON.parse reads 1e309 as
+  // Infinity too. No field of this API takes a non-finite number: refuse them before any handler sees one.
+  app.addHook('preHandler', async (request) => {
+    for (const [part, value] of [['querystring', request.query], ['params', request.params], ['body', request.body]] as const) {
+      const where = findNonFinite(value, 3)
+      if (where !== undefined) throw new BadNumber(`${part}${where}`)
+    }
+  })
+
   // A keep-alive socket that finishes its last response after close() began stays open until its keep-alive
   // timeout, holding close() with it (Node reaps idle sockets once, when close starts): reap them as they go idle.
   let reaper: NodeJS.Timeout | undefined
@@ -108,6 +117,17 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   await app.register(stats)
   await app.register(health)
   return app
+}
+
+// The path (/a/0/b) of the first non-finite number within `depth` levels, or undefined.
+function findNonFinite (value: unknown, depth: number): string | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : ''
+  if (depth === 0 || value === null || typeof value !== 'object') return undefined
+  for (const [key, item] of Object.entries(value)) {
+    const where = findNonFinite(item, depth - 1)
+    if (where !== undefined) return `/${key}${where}`
+  }
+  return undefined
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>

@@ -14,3 +14,4 @@ export const BadEventId = createError('BUS_BAD_EVENT_ID', 'Last-Event-ID is not 
 export const BadWebhook = createError('BUS_BAD_WEBHOOK', 'webhook_url %s', 400)
 export const RateLimited = createError('BUS_RATE_LIMITED', 'rate limit of %d requests a minute exceeded; retry in %s', 429)
 export const StorageUnavailable = createError('BUS_STORAGE_UNAVAILABLE', 'storage unavailable: %s; nothing was stored, retry later', 503)
+export const BadNumber = createError('BUS_BAD_NUMBER', '%s must be a finite number', 400)

@@ -206,3 +206,20 @@ t.test('many parallel sends into one inbox: none lost, none doubled', async (t) 
   t.strictSame(new Set(inbox.map((m: { body: string }) => m.body)), new Set(Array.from({ length: 200 }, (_, i) => `m${i}`)))
   t.strictSame(inbox.map((m: { id: number }) => m.id), [...ids].sort((a, b) => a - b), 'inbox order is the order stored')
 })
+
+t.test('non-finite numbers (1e309) are refused with 400 naming the field, in queries and bodies', async (t) => {
+  const { app, alice } = await setup(t)
+  const json = { ...alice.auth, 'content-type': 'application/json' }
+  for (const [method, url, payload, field] of [
+    ['GET', '/inbox?limit=1e309', undefined, 'querystring/limit'],
+    ['GET', '/inbox?limit=-1e309', undefined, 'querystring/limit'],
+    ['GET', '/history?thread=1e309', undefined, 'querystring/thread'],
+    ['POST', '/ack', '{"ids":[1,1e309]}', 'body/ids/1'],
+    ['POST', '/send', '{"to":"bob","body":"x","reply_to":1e309}', 'body/reply_to']
+  ] as const) {
+    const res = await app.inject({ method, url, headers: json, payload })
+    t.equal(res.statusCode, 400, url)
+    t.match(res.json(), { statusCode: 400, message: new RegExp(`^${field} must be (a finite number|integer)`) }, url)
+  }
+  t.equal((await send(app, alice, { to: 'bob', body: 'x', data: { big: 1 } })).statusCode, 201, 'finite numbers pass')
+})
