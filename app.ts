@@ -48,8 +48,6 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
 
   // 5xx answers keep their details in the log, not in the response.
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
-    let status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
-    if (status >= 500 && status !== 503) request.log.error({ err }, 'request failed')
     // A store that cannot write (disk full, locked, read-only) is a 503 the client may retry; the transaction
     // rolled back, so nothing partial was kept.
     const storage = describeStorageError(err)
@@ -57,9 +55,11 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
       request.log.error({ err }, 'storage failure')
       reply.header('retry-after', '5')
       err = new StorageUnavailable(storage)
-      status = 503
-    } else if (status >= 500 && status !== 503) {
-      // 503s (ours, under-pressure's) say what is unavailable; anything else that failed inside stays in the log.
+    }
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    // 503s (ours, under-pressure's) say what is unavailable; anything else that failed inside stays in the log.
+    if (status >= 500 && status !== 503) {
+      request.log.error({ err }, 'request failed')
       return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status], message: 'internal error' })
     }
     return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
