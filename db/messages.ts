@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Write } from './group-commit.js'
 import type { Database, MessageRow } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -244,7 +245,17 @@ export async function latestSeq (db: Db): Promise<number> {
   return row?.seq ?? 0
 }
 
-// Records the first hand-over of these messages to the agent (stream, webhook or inbox read).
+// Records, in a group commit, which messages of a page the agent received for the first time (by its stream or an
+// inbox read), and shows it on them. A page already delivered costs no write.
+export async function recordDelivery (write: Write, agentId: number, page: MessageView[]): Promise<void> {
+  const firstTime = page.filter((m) => m.delivered_at === null)
+  if (firstTime.length === 0) return
+  const now = new Date().toISOString()
+  await write((trx) => markDelivered(trx, agentId, firstTime.map((m) => m.id), now))
+  for (const m of firstTime) m.delivered_at = now
+}
+
+// Records the first hand-over of these messages to the agent.
 export async function markDelivered (db: Db, agentId: number, seqs: number[], now: string): Promise<void> {
   if (seqs.length === 0) return
   await db.updateTable('deliveries').set({ delivered_at: now })

@@ -4,6 +4,7 @@ import { queueUndelivered, setWebhook } from '../db/webhooks.js'
 import { countUnread } from '../db/messages.js'
 import { AgentNotFound, BadWebhook, Forbidden, NameTaken } from '../errors.js'
 import { newWebhookSecret } from '../plugins/webhooks.js'
+import type { AgentRow } from '../db/schema.js'
 import { agentOf, hashToken, newToken, type Caller } from '../plugins/auth.js'
 import { Agent, AgentCreate, AgentList, AgentParams, AgentSelf, AgentToken, AgentUpdate, AgentWithToken, Heartbeat } from '../schemas/agent.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
@@ -18,6 +19,13 @@ function assertManages (caller: Caller | null, name: string): void {
 
 const agents: FastifyPluginAsyncTypebox = async (app) => {
   const { db, webhookPolicy } = app
+
+  // The registered agent of that name, or a 404.
+  async function agentNamed (name: string): Promise<AgentRow> {
+    const row = await findAgent(db, name)
+    if (!row) throw new AgentNotFound(name)
+    return row
+  }
 
   async function checkWebhook (url: string): Promise<string> {
     const refused = await webhookPolicy.refuse(url)
@@ -63,8 +71,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const { name } = request.params
     assertManages(request.caller, name)
-    const row = await findAgent(db, name)
-    if (!row) throw new AgentNotFound(name)
+    const row = await agentNamed(name)
     const { webhook_url: url, ...profile } = request.body
     const webhook = url === undefined || url === null ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
     const now = new Date().toISOString()
@@ -74,8 +81,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       if (webhook) await queueUndelivered(trx, row.id, now)
     })
     request.log.info({ agent: name, webhook: url === undefined ? 'unchanged' : url === null ? 'removed' : 'set' }, 'agent updated')
-    const updated = await findAgent(db, name)
-    return { ...toAgentSelf(updated ?? row), ...(webhook && { webhook_secret: webhook.secret }) }
+    return { ...toAgentSelf(await agentNamed(name)), ...(webhook && { webhook_secret: webhook.secret }) }
   })
 
   app.get('/agents', {
@@ -100,8 +106,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: ref(Agent, 'The agent.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request) => {
-    const row = await findAgent(db, request.params.name)
-    if (!row) throw new AgentNotFound(request.params.name)
+    const row = await agentNamed(request.params.name)
     return toAgent(row)
   })
 
@@ -119,8 +124,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const { name } = request.params
     assertManages(request.caller, name)
-    const row = await findAgent(db, name)
-    if (!row) throw new AgentNotFound(name)
+    const row = await agentNamed(name)
     const token = newToken()
     await setTokenHash(db, row.id, hashToken(token))
     request.log.info({ agent: name }, 'token rotated')
@@ -141,8 +145,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const { name } = request.params
     assertManages(request.caller, name)
-    const row = await findAgent(db, name)
-    if (!row) throw new AgentNotFound(name)
+    const row = await agentNamed(name)
     await deregisterAgent(db, row.id, new Date().toISOString())
     request.log.info({ agent: name }, 'agent deregistered')
     return reply.code(204).send()

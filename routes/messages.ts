@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent } from '../db/agents.js'
-import { ackMessages, getMessage, listHistory, listInbox, listThread, markDelivered, rankOf, sendMessage } from '../db/messages.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
@@ -115,10 +115,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const read = () => listInbox(db, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] } })
     let page = await read()
     if (page.length === 0 && wait > 0) page = await longPoll(agent.id, wait * 1000, reply, read)
-    const now = new Date().toISOString()
-    const firstTime = page.filter((m) => m.delivered_at === null)
-    if (firstTime.length > 0) await write((trx) => markDelivered(trx, agent.id, firstTime.map((m) => m.id), now))
-    for (const m of firstTime) m.delivered_at = now
+    await recordDelivery(write, agent.id, page)
     const last = page.at(-1)
     return {
       messages: page,

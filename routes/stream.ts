@@ -2,7 +2,7 @@ import { fastifySSE } from '@fastify/sse'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { markSeen } from '../db/agents.js'
-import { latestSeq, listInbox, listUnreadAfter, markDelivered, rankOf, type MessageView } from '../db/messages.js'
+import { latestSeq, listInbox, listUnreadAfter, rankOf, recordDelivery, type MessageView } from '../db/messages.js'
 import { BadEventId } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch, type BusEvent } from '../plugins/fanout.js'
@@ -142,8 +142,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
             : { ...position, rank: rankOf(message.priority), seq: message.id }
           if (!await sendEvent({ id: eventId(position), event: 'message', data: message })) return
         }
-        const firstTime = batch.filter((m) => m.delivered_at === null).map((m) => m.id)
-        if (firstTime.length > 0) await write((trx) => markDelivered(trx, agent.id, firstTime, new Date().toISOString()))
+        await recordDelivery(write, agent.id, batch)
         if (batch.length === 0) await watch.wait(keepAliveMs, gone.signal)
       }
     } finally {
