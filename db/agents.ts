@@ -42,7 +42,9 @@ export async function createAgent (db: Kysely<Database>, name: string, profile: 
       last_seen_at: null,
       deleted_at: null,
       webhook_url: webhook?.url ?? null,
-      webhook_secret: webhook?.secret ?? null
+      webhook_secret: webhook?.secret ?? null,
+      // Broadcasts already stored were not meant for it.
+      broadcasts_upto: trx.selectFrom('messages').select((eb) => eb.fn.coalesce(eb.fn.max('seq'), eb.lit(0)).as('seq'))
     }).returningAll().executeTakeFirstOrThrow()
   })
 }

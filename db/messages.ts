@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Transaction } from 'kysely'
+import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Write } from './group-commit.js'
 import type { Database, MessageRow } from './schema.js'
 
@@ -86,17 +86,14 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
 
   let recipients: number
   if (input.to === undefined) {
-    // A broadcast: one delivery per registered agent but the sender, in one statement. Recipients with a webhook
-    // get it queued in the same statement, so a crash cannot lose the push.
-    const result = await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
-      .expression((eb) => eb.selectFrom('agents')
-        .select((sb) => [
-          sb.val(seq).as('message_seq'), 'id', sb.val(priority).as('priority'),
-          sb.case().when('webhook_url', 'is not', null).then(input.now).else(null).end().as('webhook_next_at')
-        ])
-        .where('deleted_at', 'is', null).where('id', '!=', input.senderId))
-      .executeTakeFirst()
-    recipients = Number(result.numInsertedOrUpdatedRows ?? 0)
+    // A broadcast is stored once; each agent's copy is made when it next reads (syncBroadcasts). Recipients with a
+    // webhook get theirs now, with the push queued, so a crash cannot lose it.
+    recipients = Number((await registeredOthers(trx, input.senderId).select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow()).n)
+    await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
+      .expression(registeredOthers(trx, input.senderId).where('webhook_url', 'is not', null)
+        .select((eb) => [eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
+      .execute()
   } else {
     await trx.insertInto('deliveries')
       .values(direct.map((a) => ({ message_seq: seq, recipient_id: a.id, priority, webhook_next_at: a.webhook_url === null ? null : input.now })))
@@ -122,20 +119,71 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
   }
 }
 
+const registeredOthers = (db: Db, agentId: number) =>
+  db.selectFrom('agents').where('deleted_at', 'is', null).where('id', '!=', agentId)
+
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
   const m = await db.selectFrom('messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
   const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
     .where('message_seq', '=', seq).executeTakeFirstOrThrow()
+  const pending = m.recipients === null ? (await broadcastPending(db, seq, m.sender_id)).length : 0
   return {
     id: m.seq,
     thread_id: m.thread_id,
     from,
     to: m.recipients === null ? [] : JSON.parse(m.recipients),
     broadcast: m.recipients === null,
-    recipients: Number(count),
+    recipients: Number(count) + pending,
     priority: PRIORITIES[m.priority],
     created_at: m.created_at
   }
+}
+
+// Broadcasts are fanned out on read. Writing a row per agent into indexes keyed by agent touched a page per agent
+// for every broadcast; instead each agent's copies of the broadcasts stored since its broadcasts_upto are made in
+// INSERT … SELECTs into its own index range before it reads, SYNC_BATCH at a time so that an agent back from a long
+// absence does not hold the event loop. Every read of deliveries calls this first and reads only up to the seq it
+// returns: every message stored up to it that is meant for the agent has its row by then, so a broadcast committed
+// meanwhile is never skipped by a position or a cursor.
+const SYNC_BATCH = 1000
+export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
+  // One statement, so both maxima come from the same snapshot.
+  const { latest, broadcast } = await db.selectNoFrom((eb) => [
+    eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).as('latest'),
+    eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
+  ]).executeTakeFirstOrThrow()
+  while (broadcast !== null && agent.broadcasts_upto < broadcast) {
+    const from = agent.broadcasts_upto
+    const upTo = await write(async (trx) => {
+      const pending = trx.selectFrom('messages').where('recipients', 'is', null).where('seq', '>', from).where('seq', '<=', broadcast)
+      const last = await pending.select('seq').orderBy('seq').offset(SYNC_BATCH - 1).limit(1).executeTakeFirst()
+      const to = last?.seq ?? broadcast
+      await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority'])
+        .expression(pending.select((eb) => ['seq', eb.val(agent.id).as('recipient_id'), 'priority'])
+          .where('seq', '<=', to).where('sender_id', '!=', agent.id))
+        // A recipient with a webhook got its row when the broadcast was sent.
+        .onConflict((oc) => oc.doNothing())
+        .execute()
+      await trx.updateTable('agents').set({ broadcasts_upto: to }).where('id', '=', agent.id).where('broadcasts_upto', '<', to).execute()
+      return to
+    })
+    agent.broadcasts_upto = Math.max(agent.broadcasts_upto, upTo)
+  }
+  return latest ?? 0
+}
+
+// The registered agents a broadcast is meant for that have not read far enough to have their row for it yet.
+function pendingAgents (db: Db, seq: number | Expression<number>, senderId: number | Expression<number>) {
+  return db.selectFrom('agents as a').where('a.deleted_at', 'is', null)
+    .where('a.broadcasts_upto', '<', seq).where('a.id', '!=', senderId)
+}
+
+async function broadcastPending (db: Db, seq: number, senderId: number): Promise<string[]> {
+  const rows = await pendingAgents(db, seq, senderId).select('a.name')
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as o').select('o.message_seq')
+      .where('o.message_seq', '=', seq).whereRef('o.recipient_id', '=', 'a.id'))))
+    .execute()
+  return rows.map((r) => r.name)
 }
 
 // The live tables and the archive have the same columns, so each read is written once and run over either pair.
@@ -233,16 +281,12 @@ export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promis
 }
 
 // The caller's unread messages stored after a seq, in the order they were stored: a stream's live part.
-export async function listUnreadAfter (db: Db, agentId: number, afterSeq: number, limit: number): Promise<MessageView[]> {
+export async function listUnreadAfter (db: Db, agentId: number, afterSeq: number, upToSeq: number, limit: number): Promise<MessageView[]> {
   const rows = await deliveredMessages(db)
-    .where('d.recipient_id', '=', agentId).where('d.read_at', 'is', null).where('d.message_seq', '>', afterSeq)
+    .where('d.recipient_id', '=', agentId).where('d.read_at', 'is', null)
+    .where('d.message_seq', '>', afterSeq).where('d.message_seq', '<=', upToSeq)
     .orderBy('d.message_seq').limit(limit).execute()
   return rows.map(toMessage)
-}
-
-export async function latestSeq (db: Db): Promise<number> {
-  const row = await db.selectFrom('messages').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirst()
-  return row?.seq ?? 0
 }
 
 // Records, in a group commit, which messages of a page the agent received for the first time (by its stream or an
@@ -309,8 +353,13 @@ export async function getMessage (db: Db, agentId: number, seq: number) {
   const { row, store } = found
   const message: MessageView & { receipts?: Array<{ agent: string, delivered_at: string | null, read_at: string | null }> } = toMessage(row)
   if (row.sender_id === agentId) {
-    message.receipts = await db.selectFrom(`${store.deliveries} as d`).innerJoin('agents as a', 'a.id', 'd.recipient_id')
-      .select(['a.name as agent', 'd.delivered_at', 'd.read_at']).where('d.message_seq', '=', seq).orderBy('a.name').execute()
+    const receipts = await db.selectFrom(`${store.deliveries} as d`).innerJoin('agents as a', 'a.id', 'd.recipient_id')
+      .select(['a.name as agent', 'd.delivered_at', 'd.read_at']).where('d.message_seq', '=', seq).execute()
+    // A broadcast's recipients that have not read since it was sent have no row yet: neither delivered nor read.
+    if (row.recipients === null && store === LIVE) {
+      for (const agent of await broadcastPending(db, seq, agentId)) receipts.push({ agent, delivered_at: null, read_at: null })
+    }
+    message.receipts = receipts.sort((a, b) => a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0)
   }
   return message
 }
@@ -369,6 +418,9 @@ export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch:
       // Read by every recipient that is still registered: a deregistered agent will never read its copy.
       .where((eb) => eb.not(eb.exists(eb.selectFrom('deliveries as d').innerJoin('agents as a', 'a.id', 'd.recipient_id')
         .select('d.message_seq').whereRef('d.message_seq', '=', 'm.seq').where('d.read_at', 'is', null).where('a.deleted_at', 'is', null))))
+      // A broadcast also waits for the registered agents that have not caught up with it.
+      .where((eb) => eb.or([eb('m.recipients', 'is not', null),
+        eb.not(eb.exists(pendingAgents(trx, eb.ref('m.seq'), eb.ref('m.sender_id')).select('a.id')))]))
       .orderBy('m.seq').limit(batch).execute()
     if (rows.length === 0) return 0
     const seqs = rows.map((r) => r.seq)
@@ -385,7 +437,14 @@ export async function messageStats (db: Db) {
   const byPriority = await db.selectFrom('all_messages').select(['priority', 'archived']).select(count)
     .groupBy(['priority', 'archived']).execute()
   const unread = await db.selectFrom('deliveries').select(count).where('read_at', 'is', null).executeTakeFirstOrThrow()
-  const stats = { total: 0, unread: Number(unread.count), archived: 0, by_priority: { normal: 0, high: 0, urgent: 0 } }
+  // Broadcasts their recipients have not caught up with are unread too.
+  const pending = await db.selectFrom('agents as a')
+    .innerJoin('messages as m', (j) => j.on('m.recipients', 'is', null).onRef('m.seq', '>', 'a.broadcasts_upto').onRef('m.sender_id', '!=', 'a.id'))
+    .where('a.deleted_at', 'is', null)
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as o').select('o.message_seq')
+      .whereRef('o.message_seq', '=', 'm.seq').whereRef('o.recipient_id', '=', 'a.id'))))
+    .select(count).executeTakeFirstOrThrow()
+  const stats = { total: 0, unread: Number(unread.count) + Number(pending.count), archived: 0, by_priority: { normal: 0, high: 0, urgent: 0 } }
   for (const row of byPriority) {
     const n = Number(row.count)
     stats.total += n

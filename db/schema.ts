@@ -18,6 +18,8 @@ export interface AgentTable {
   // Where new messages are POSTed, signed with the secret (HMAC-SHA256); null without a webhook.
   webhook_url: string | null
   webhook_secret: string | null
+  // Every broadcast up to this seq has its delivery row for this agent, or was stored before it registered.
+  broadcasts_upto: Generated<number>
 }
 
 export interface MessageTable {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { createAgent, deregisterAgent, findAgent, listAgents, setTokenHash, toAgent, toAgentSelf, updateProfile } from '../db/agents.js'
 import { queueUndelivered, setWebhook } from '../db/webhooks.js'
-import { countUnread } from '../db/messages.js'
+import { countUnread, syncBroadcasts } from '../db/messages.js'
 import { AgentNotFound, BadWebhook, Forbidden, NameTaken } from '../errors.js'
 import { newWebhookSecret } from '../plugins/webhooks.js'
 import type { AgentRow } from '../db/schema.js'
@@ -163,6 +163,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const agent = agentOf(request)
+    await syncBroadcasts(db, app.write, agent)
     return { name: agent.name, status: 'online' as const, unread: await countUnread(db, agent.id) }
   })
 }

@@ -2,8 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent } from '../db/agents.js'
-import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage } from '../db/messages.js'
+import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage, syncBroadcasts } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
+import type { AgentRow } from '../db/schema.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
@@ -28,6 +29,8 @@ function decodeCursor (cursor: string, parts: number): number[] {
 
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
   const { db, fanout, write } = app
+  // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
+  const sync = (agent: AgentRow): Promise<number> => syncBroadcasts(db, write, agent)
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
   // or the bus shuts down; then reads again.
@@ -74,6 +77,8 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = request.body
     const bytes = Buffer.byteLength(body)
     if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
+    // A reply to a broadcast the sender has not read yet needs the sender's copy of it.
+    if (replyTo !== undefined) await sync(sender)
     const outcome = await write((trx) => sendMessage(trx, {
       senderId: sender.id,
       senderName: sender.name,
@@ -112,7 +117,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const agent = agentOf(request)
     const { unread, priority, limit = 50, cursor, wait = 0 } = request.query
     const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
-    const read = () => listInbox(db, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] } })
+    const read = async () => listInbox(db, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
     let page = await read()
     if (page.length === 0 && wait > 0) page = await longPoll(agent.id, wait * 1000, reply, read)
     await recordDelivery(write, agent.id, page)
@@ -136,6 +141,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     }
   }, async (request) => {
     const agent = agentOf(request)
+    await sync(agent)
     const readAt = new Date().toISOString()
     const { newlyRead, ...result } = await write((trx) => ackMessages(trx, agent.id, request.body.ids, readAt))
     for (const { seq, senderId } of newlyRead) {
@@ -156,7 +162,9 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       response: { 200: ref(Message, 'The message.'), ...authErrors, 404: errorResponse('No such message visible to the caller.') }
     }
   }, async (request) => {
-    const message = await getMessage(db, agentOf(request).id, request.params.id)
+    const agent = agentOf(request)
+    await sync(agent)
+    const message = await getMessage(db, agent.id, request.params.id)
     if (!message) throw new MessageNotFound(String(request.params.id))
     return message
   })
@@ -173,7 +181,9 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       response: { 200: ref(Thread, 'The thread, oldest first.'), ...authErrors, 404: errorResponse('No such thread visible to the caller.') }
     }
   }, async (request) => {
-    const list = await listThread(db, agentOf(request).id, request.params.id)
+    const agent = agentOf(request)
+    await sync(agent)
+    const list = await listThread(db, agent.id, request.params.id)
     if (list.length === 0) throw new ThreadNotFound(String(request.params.id))
     return { thread_id: request.params.id, messages: list }
   })
@@ -198,6 +208,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       if (!row) throw new AgentNotFound(other)
       withAgentId = row.id
     }
+    await sync(agent)
     const page = await listHistory(db, agent.id, {
       since: since === undefined ? undefined : new Date(since).toISOString(),
       until: until === undefined ? undefined : new Date(until).toISOString(),

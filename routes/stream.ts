@@ -2,7 +2,7 @@ import { fastifySSE } from '@fastify/sse'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { markSeen } from '../db/agents.js'
-import { latestSeq, listInbox, listUnreadAfter, rankOf, recordDelivery, type MessageView } from '../db/messages.js'
+import { listInbox, listUnreadAfter, rankOf, recordDelivery, syncBroadcasts, type MessageView } from '../db/messages.js'
 import { BadEventId } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch, type BusEvent } from '../plugins/fanout.js'
@@ -74,9 +74,12 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     const agent = agentOf(request)
     const { receipts = false, presence = false, last_event_id: queryId } = request.query
     const resumeFrom = request.headers['last-event-id'] ?? queryId
-    let position: Position = resumeFrom === undefined
-      ? { phase: 'backlog', upTo: await latestSeq(db), rank: 3, seq: 0 }
-      : parseEventId(resumeFrom)
+    // Every read first makes the agent's copies of new broadcasts, and reads no further than where that left off.
+    const sync = (): Promise<number> => syncBroadcasts(db, write, agent)
+    const resumed = resumeFrom === undefined ? undefined : parseEventId(resumeFrom)
+    // A new stream's backlog ends at the newest message at connect time.
+    const horizon = await sync()
+    let position: Position = resumed ?? { phase: 'backlog', upTo: horizon, rank: 3, seq: 0 }
 
     const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message')
     // Receipt and presence events are not in the database, so they queue here, boundedly.
@@ -117,13 +120,13 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     }
 
     const next = async (): Promise<MessageView[]> => {
-      if (position.phase === 'live') return listUnreadAfter(db, agent.id, position.seq, BATCH)
+      if (position.phase === 'live') return listUnreadAfter(db, agent.id, position.seq, await sync(), BATCH)
       const page = await listInbox(db, agent.id, {
         unread: true, limit: BATCH, upToSeq: position.upTo, after: { rank: position.rank, seq: position.seq }
       })
       if (page.length > 0) return page
       position = { phase: 'live', seq: position.upTo }
-      return listUnreadAfter(db, agent.id, position.seq, BATCH)
+      return listUnreadAfter(db, agent.id, position.seq, await sync(), BATCH)
     }
 
     try {

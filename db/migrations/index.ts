@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely'
 import * as init from './0001-init.js'
+import * as broadcastOnRead from './0002-broadcast-on-read.js'
 
 // The in-code record of migrations, in order. Never edit a merged migration: add the next one here.
 export const migrations: Record<string, Migration> = {
-  '0001-init': init
+  '0001-init': init,
+  '0002-broadcast-on-read': broadcastOnRead
 }

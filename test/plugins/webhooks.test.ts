@@ -90,3 +90,22 @@ t.test('a hanging receiver is cut off by the timeout and does not slow the bus',
   while (hook.hits.length < 2 && Date.now() < deadline) await sleep(20)
   t.equal(hook.hits.length, 2, 'retried after the timeout')
 })
+
+t.test('a broadcast is pushed to every recipient with a webhook once, and reading it later makes no second copy', async (t) => {
+  const hook = await receiver(() => 204)
+  t.teardown(hook.close)
+  const app = await build(t, { BUS_WEBHOOK_RETRY_BASE_MS: '20' })
+  const bob = (await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })).json()
+  const alice = await register(app, 'alice')
+  await register(app, 'carol')
+  const id = (await send(app, alice, { body: 'to all' })).json().id
+  const deadline = Date.now() + 10_000
+  while (hook.hits.length < 1 && Date.now() < deadline) await sleep(20)
+  t.match(JSON.parse(hook.hits[0].body), { id, broadcast: true, body: 'to all' })
+  const inbox = (await app.inject({ url: '/inbox', headers: { authorization: `Bearer ${bob.token}` } })).json().messages
+  t.match(inbox, [{ id, delivered_at: String }], 'bob\'s inbox shows the pushed copy, delivered')
+  await sleep(200)
+  t.equal(hook.hits.length, 1, 'pushed once')
+  t.match((await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts,
+    [{ agent: 'bob', delivered_at: String }, { agent: 'carol', delivered_at: null }])
+})
