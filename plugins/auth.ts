@@ -1,11 +1,10 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { findAgentByTokenHash, markSeen } from '../db/agents.js'
-import type { AgentRow } from '../db/schema.js'
+import { findAgentByTokenHash, markSeen, type CallingAgent } from '../db/agents.js'
 import { Forbidden, Unauthorized } from '../errors.js'
 
-export type Caller = { kind: 'agent', agent: AgentRow } | { kind: 'admin' }
+export type Caller = { kind: 'agent', agent: CallingAgent } | { kind: 'admin' }
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
 declare module 'fastify' {
@@ -32,7 +31,7 @@ export const newToken = (): string => `bus_${randomBytes(32).toString('base64url
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex')
 
 // The calling agent, on routes guarded by requireAgent.
-export function agentOf (request: FastifyRequest): AgentRow {
+export function agentOf (request: FastifyRequest): CallingAgent {
   if (request.caller?.kind !== 'agent') throw new Error('route is missing onRequest: app.requireAgent')
   return request.caller.agent
 }

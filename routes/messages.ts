@@ -1,10 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import { findAgent } from '../db/agents.js'
+import { findAgent, type CallingAgent } from '../db/agents.js'
 import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage, syncBroadcasts } from '../db/messages.js'
 import { AgentNotFound, BadCursor, MessageNotFound, MessageTooLarge, ThreadNotFound } from '../errors.js'
-import type { AgentRow } from '../db/schema.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
@@ -30,7 +29,7 @@ function decodeCursor (cursor: string, parts: number): number[] {
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
   const { db, fanout, write } = app
   // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
-  const sync = (agent: AgentRow): Promise<number> => syncBroadcasts(db, write, agent)
+  const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
   // or the bus shuts down; then reads again.
