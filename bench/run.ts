@@ -13,6 +13,10 @@ import autocannon from 'autocannon'
 import { rssBytes } from './proc.js'
 
 const quick = process.argv.includes('--quick')
+// --only send|inbox|fanout: one group of workloads (and the ceiling), for working on one of them.
+const onlyAt = process.argv.indexOf('--only')
+const only = onlyAt < 0 ? undefined : process.argv[onlyAt + 1]
+const runs = (group: 'send' | 'inbox' | 'fanout'): boolean => only === undefined || only === group
 const DURATION_S = quick ? 5 : 10
 const WARMUP_S = quick ? 1 : 3
 const CONNECTIONS = 64
@@ -214,7 +218,7 @@ try {
   rows.push(['ceiling inbox (constant page of 50)', `${fmt(ceilingInbox.rps)} req/s`, `p50 ${fmt(ceilingInbox.p50, 2)} ms, p99 ${fmt(ceilingInbox.p99, 2)} ms`])
 
   // 2. Sends between random pairs of 100 agents, with each durability setting.
-  for (const sync of ['full', 'normal'] as const) {
+  for (const sync of runs('send') ? ['full', 'normal'] as const : []) {
     const db = join(work, `send-${sync}.db`)
     const bus = await start('dist/server.js', { BUS_DB: db, BUS_SYNC: sync })
     const { tokens, names } = await registerAgents(bus.base, 100)
@@ -228,7 +232,7 @@ try {
 
   // 3. Unread inbox reads, ~100 messages per agent; 5. the same at 1,000 and 1,000,000 stored messages.
   const scale: Record<string, unknown> = {}
-  for (const stored of [10_000, 1_000, quick ? 100_000 : 1_000_000]) {
+  for (const stored of runs('inbox') ? [10_000, 1_000, quick ? 100_000 : 1_000_000] : []) {
     const db = join(work, `inbox-${stored}.db`)
     let bus = await start('dist/server.js', { BUS_DB: db })
     const { tokens, names } = await registerAgents(bus.base, 100)
@@ -252,7 +256,7 @@ try {
   results.scale = scale
 
   // 4. Push latency with 1,000 open streams, then 3. broadcasts to the same 1,000 agents.
-  {
+  if (runs('fanout')) {
     const db = join(work, 'fanout.db')
     const bus = await start('dist/server.js', { BUS_DB: db })
     const { tokens, names } = await registerAgents(bus.base, 1000)
@@ -287,7 +291,7 @@ try {
 }
 
 const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version }
-const report = { date: new Date().toISOString(), quick, durationS: DURATION_S, connections: CONNECTIONS, loadGenerator: hasWrk ? 'wrk' : 'autocannon', machine, results }
+const report = { date: new Date().toISOString(), quick, only, durationS: DURATION_S, connections: CONNECTIONS, loadGenerator: hasWrk ? 'wrk' : 'autocannon', machine, results }
 mkdirSync('bench', { recursive: true })
 writeFileSync('bench/results.json', JSON.stringify(report, null, 2) + '\n')
 const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)))

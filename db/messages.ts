@@ -265,10 +265,16 @@ export interface InboxQuery {
 
 // The caller's live inbox: urgent, then high, then normal; oldest first within each.
 export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promise<MessageView[]> {
+  return (await inboxQuery(db, agentId, q).execute()).map(toMessage)
+}
+
+export function inboxQuery (db: Db, agentId: number, q: InboxQuery) {
   let query = deliveredMessages(db).where('d.recipient_id', '=', agentId)
   if (q.unread) query = query.where('d.read_at', 'is', null)
   if (q.priority !== undefined) query = query.where('d.priority', '=', rankOf(q.priority))
-  if (q.upToSeq !== undefined) query = query.where('d.message_seq', '<=', q.upToSeq)
+  // The unary plus keeps SQLite from taking this bound as a reason to range-scan the primary key and sort the
+  // agent's whole inbox (30 ms at 10,000 unread, against 0.05 ms on the inbox index); it changes nothing else.
+  if (q.upToSeq !== undefined) query = query.where(sql<number>`+${sql.ref('d.message_seq')}`, '<=', q.upToSeq)
   if (q.after) {
     const { rank, seq } = q.after
     query = query.where((eb) => eb.or([
@@ -276,8 +282,7 @@ export async function listInbox (db: Db, agentId: number, q: InboxQuery): Promis
       eb.and([eb('d.priority', '=', rank), eb('d.message_seq', '>', seq)])
     ]))
   }
-  const rows = await query.orderBy('d.priority', 'desc').orderBy('d.message_seq', 'asc').limit(q.limit).execute()
-  return rows.map(toMessage)
+  return query.orderBy('d.priority', 'desc').orderBy('d.message_seq', 'asc').limit(q.limit)
 }
 
 // The caller's unread messages stored after a seq, in the order they were stored: a stream's live part.
