@@ -1,4 +1,4 @@
-import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
+import { sql, type CompiledQuery, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Write } from './group-commit.js'
 import type { Database, MessageRow } from './schema.js'
 
@@ -146,12 +146,23 @@ async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
 // returns: every message stored up to it that is meant for the agent has its row by then, so a broadcast committed
 // meanwhile is never skipped by a position or a cursor.
 const SYNC_BATCH = 1000
+
+// The newest message and the newest broadcast, in one statement so that both come from the same snapshot. It runs
+// before every read and every stream wake-up, so it is compiled once per database rather than built each time.
+const horizonQueries = new WeakMap<Kysely<Database>, CompiledQuery<{ latest: number | null, broadcast: number | null }>>()
+function horizonQuery (db: Kysely<Database>) {
+  let query = horizonQueries.get(db)
+  if (query === undefined) {
+    query = db.selectNoFrom((eb) => [
+      eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).as('latest'),
+      eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
+    ]).compile()
+    horizonQueries.set(db, query)
+  }
+  return query
+}
 export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
-  // One statement, so both maxima come from the same snapshot.
-  const { latest, broadcast } = await db.selectNoFrom((eb) => [
-    eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).as('latest'),
-    eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
-  ]).executeTakeFirstOrThrow()
+  const [{ latest, broadcast }] = (await db.executeQuery(horizonQuery(db))).rows
   while (broadcast !== null && agent.broadcasts_upto < broadcast) {
     const from = agent.broadcasts_upto
     const upTo = await write(async (trx) => {
