@@ -1,4 +1,8 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import { sweepStaleAgents } from '../../plugins/heartbeat.js'
 import { build, register, send, type Env } from '../helper.js'
@@ -184,4 +188,32 @@ t.test('a reader that falls 1,000 receipt or presence events behind is cut off',
     text += Buffer.from(value).toString()
   }
   t.equal((text.match(/event: presence/g) ?? []).length, 0, 'the stream closed instead of queueing without bound')
+})
+
+t.test('a reader that stops reading pins about one batch of memory, not what is queued for it', async (t) => {
+  // Garbage collection on demand, so the figure is what is held, not what is yet to be collected.
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const held = (): number => { gc(); const m = process.memoryUsage(); return m.heapUsed + m.external }
+  const { app, base } = await serve(t, { BUS_STREAM_STALL_S: '30', BUS_MAX_MESSAGE_BYTES: '600000', BUS_SYNC: 'normal' })
+  const alice = await register(app, 'alice')
+  const bob = await register(app, 'bob')
+  const { port } = new URL(base)
+  const socket = connect(Number(port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  socket.write(`GET /stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
+  let text = ''
+  const gotOne = new Promise<void>((resolve) => socket.on('data', (chunk) => {
+    text += chunk
+    if (text.includes('\n\n')) { socket.pause(); resolve() }
+  }))
+  await send(app, alice, { to: 'bob', body: 'first' })
+  await gotOne
+  const before = held()
+  const body = 'x'.repeat(500_000)
+  for (let i = 0; i < 100; i++) t.equal((await send(app, alice, { to: 'bob', body: `${i} ${body}` })).statusCode, 201)
+  await sleep(300)
+  const growth = held() - before
+  t.ok(growth < 8 * 1048576, `held ${Math.round(growth / 1048576)} MB more while 48 MB were queued for a reader that stopped`)
 })
