@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely'
+import { prepared } from './prepared.js'
 import type { AgentRow, Database } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -56,9 +57,12 @@ export async function findAgent (db: Db, name: string): Promise<AgentRow | undef
 // What authentication needs of the calling agent, on every request: the fewer columns, the cheaper the lookup.
 export type CallingAgent = Pick<AgentRow, 'id' | 'name' | 'online' | 'last_seen_at' | 'broadcasts_upto'>
 
+const byTokenHash = prepared((db, tokenHash: string) => db.selectFrom('agents')
+  .select(['id', 'name', 'online', 'last_seen_at', 'broadcasts_upto'])
+  .where('token_hash', '=', tokenHash).where('deleted_at', 'is', null))
+
 export async function findAgentByTokenHash (db: Db, tokenHash: string): Promise<CallingAgent | undefined> {
-  return db.selectFrom('agents').select(['id', 'name', 'online', 'last_seen_at', 'broadcasts_upto'])
-    .where('token_hash', '=', tokenHash).where('deleted_at', 'is', null).executeTakeFirst()
+  return (await byTokenHash(db, tokenHash))[0]
 }
 
 export async function listAgents (db: Db): Promise<AgentRow[]> {
@@ -84,8 +88,10 @@ export async function deregisterAgent (db: Db, id: number, now: string): Promise
     .where('id', '=', id).execute()
 }
 
+const setSeen = prepared((db, id: number, now: string) => db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id))
+
 export async function markSeen (db: Db, id: number, now: string): Promise<void> {
-  await db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id).execute()
+  await setSeen(db, id, now)
 }
 
 // Marks offline every online agent not seen since the cutoff, except those given; returns their names.

@@ -1,6 +1,7 @@
 import { sql, type CompiledQuery, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Write } from './group-commit.js'
-import type { Database, MessageRow } from './schema.js'
+import { prepared } from './prepared.js'
+import type { Database, MessageRow, NewMessage } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -55,18 +56,14 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     threadId = parent.row.thread_id
   }
 
-  let direct: Array<{ id: number, name: string, webhook_url: string | null }> = []
-  if (input.to !== undefined) {
-    direct = await trx.selectFrom('agents').select(['id', 'name', 'webhook_url'])
-      .where('name', 'in', input.to).where('deleted_at', 'is', null).execute()
-    if (direct.length !== input.to.length) {
-      const known = new Set(direct.map((a) => a.name))
-      return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
-    }
+  const direct = input.to === undefined ? [] : await registeredByName(trx, input.to)
+  if (input.to !== undefined && direct.length !== input.to.length) {
+    const known = new Set(direct.map((a) => a.name))
+    return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
   }
 
   const priority = rankOf(input.priority)
-  const { seq } = await trx.insertInto('messages').values({
+  const [{ seq }] = await insertMessage(trx, {
     sender_id: input.senderId,
     recipients: input.to === undefined ? null : JSON.stringify(input.to),
     subject: input.subject ?? null,
@@ -77,11 +74,11 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     thread_id: threadId ?? 0,
     created_at: input.now,
     idempotency_key: input.idempotencyKey ?? null
-  }).returning('seq').executeTakeFirstOrThrow()
+  })
   // A message that replies to nothing starts its own thread, named by its own id.
   if (threadId === undefined) {
     threadId = seq
-    await trx.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq).execute()
+    await startThread(trx, seq)
   }
 
   let recipients: number
@@ -95,9 +92,7 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
         .select((eb) => [eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
       .execute()
   } else {
-    await trx.insertInto('deliveries')
-      .values(direct.map((a) => ({ message_seq: seq, recipient_id: a.id, priority, webhook_next_at: a.webhook_url === null ? null : input.now })))
-      .execute()
+    await insertDeliveries(trx, seq, priority, input.now, direct.map((a) => a.id))
     recipients = direct.length
   }
 
@@ -118,6 +113,19 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     }
   }
 }
+
+// The statements of every direct send, compiled once (db/prepared.ts).
+const registeredByName = prepared((db, names: string[]) => db.selectFrom('agents').select(['id', 'name', 'webhook_url'])
+  .where('name', 'in', names).where('deleted_at', 'is', null))
+const insertMessage = prepared((db, row: NewMessage) => db.insertInto('messages').values(row).returning('seq'))
+const startThread = prepared((db, seq: number) => db.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq))
+// One row per recipient, with a webhook push queued for those that have a webhook.
+const insertDeliveries = prepared((db, seq: number, priority: number, now: string, ids: number[]) => db.insertInto('deliveries')
+  .columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
+  .expression(db.selectFrom('agents').where('id', 'in', ids).select((eb) => [
+    eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'),
+    eb.case().when('webhook_url', 'is not', null).then(eb.val(now)).end().as('webhook_next_at')
+  ])))
 
 const registeredOthers = (db: Db, agentId: number) =>
   db.selectFrom('agents').where('deleted_at', 'is', null).where('id', '!=', agentId)
