@@ -22,7 +22,8 @@ interface Compiled<O> { query: CompiledQuery<O>, slots: Array<Slot | undefined> 
 // process runs one, so the compiled queries are kept for the process.
 export function prepared<A extends unknown[], O> (build: (db: Db, ...args: A) => Compilable<O>) {
   const byShape = new Map<string, Compiled<O>>()
-  return async (db: Db, ...args: A): Promise<O[]> => {
+  // The compiled query with these arguments bound (for EXPLAIN in tests, and for running it).
+  const compile = (db: Db, ...args: A): CompiledQuery<O> => {
     const shape = args.map((arg) => Array.isArray(arg) ? arg.length : isRecord(arg) ? Object.keys(arg).join(' ') : '').join()
     let compiled = byShape.get(shape)
     if (compiled === undefined) {
@@ -37,7 +38,8 @@ export function prepared<A extends unknown[], O> (build: (db: Db, ...args: A) =>
     const parameters = slots.map((slot, i) => slot === undefined
       ? query.parameters[i]
       : slot.item === undefined ? args[slot.arg] : (args[slot.arg] as Record<string | number, unknown>)[slot.item])
-    const bound: CompiledQuery<O> = { ...query, parameters }
-    return (await db.executeQuery(bound)).rows
+    return { ...query, parameters }
   }
+  const run = async (db: Db, ...args: A): Promise<O[]> => (await db.executeQuery(compile(db, ...args))).rows
+  return Object.assign(run, { compile })
 }

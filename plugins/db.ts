@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { Kysely } from 'kysely'
 import { createGroupCommit, type Write } from '../db/group-commit.js'
 import { lockDatabase } from '../db/lock.js'
+import { MessageCache } from '../db/message-cache.js'
 import { migrateToLatest } from '../db/migrate.js'
 import { openDatabase } from '../db/open.js'
 import type { Database } from '../db/schema.js'
@@ -14,6 +15,8 @@ declare module 'fastify' {
     dbSize: () => number
     // Runs a write in the next group commit: many writes, one transaction, one fsync.
     write: Write
+    // Recently read messages, which never change once stored (db/message-cache.ts).
+    messageCache: MessageCache
   }
 }
 
@@ -43,6 +46,8 @@ const db: FastifyPluginAsync<DbOptions> = async (app, { path, sync }) => {
   app.decorate('db', opened.db)
   app.decorate('dbSize', opened.sizeBytes)
   app.decorate('write', createGroupCommit(opened.db))
+  // 8 MiB holds about 10,000 messages of a few hundred bytes; messages over 16 KiB are read from the database.
+  app.decorate('messageCache', new MessageCache(8 << 20, 16 << 10))
 }
 
 export default fp(db, { name: 'db', fastify: '5.x' })

@@ -27,7 +27,7 @@ function decodeCursor (cursor: string, parts: number): number[] {
 }
 
 const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMessageBytes }) => {
-  const { db, fanout, write } = app
+  const { db, fanout, write, messageCache } = app
   // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
   const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
 
@@ -116,7 +116,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     const agent = agentOf(request)
     const { unread, priority, limit = 50, cursor, wait = 0 } = request.query
     const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
-    const read = async () => listInbox(db, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
+    const read = async () => listInbox(db, messageCache, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
     let page = await read()
     if (page.length === 0 && wait > 0) page = await longPoll(agent.id, wait * 1000, reply, read)
     await recordDelivery(write, agent.id, page)

@@ -39,7 +39,7 @@ const BATCH_BYTES = 1 << 20
 const MAX_EXTRA = 1000
 
 const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs, maxMessageBytes }) => {
-  const { db, fanout, write } = app
+  const { db, fanout, write, messageCache } = app
   const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
   await app.register(fastifySSE, { heartbeatInterval: keepAliveMs })
 
@@ -120,13 +120,13 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     }
 
     const next = async (): Promise<MessageView[]> => {
-      if (position.phase === 'live') return listUnreadAfter(db, agent.id, position.seq, await sync(), BATCH)
-      const page = await listInbox(db, agent.id, {
+      if (position.phase === 'live') return listUnreadAfter(db, messageCache, agent.id, position.seq, await sync(), BATCH)
+      const page = await listInbox(db, messageCache, agent.id, {
         unread: true, limit: BATCH, upToSeq: position.upTo, after: { rank: position.rank, seq: position.seq }
       })
       if (page.length > 0) return page
       position = { phase: 'live', seq: position.upTo }
-      return listUnreadAfter(db, agent.id, position.seq, await sync(), BATCH)
+      return listUnreadAfter(db, messageCache, agent.id, position.seq, await sync(), BATCH)
     }
 
     try {
