@@ -93,6 +93,11 @@ end`)
     if (!result) throw new Error(`wrk: ${out}`)
     return { rps: result.requests / (result.duration_us / 1e6), p50: result.p50 / 1000, p99: result.p99 / 1000, requests: result.requests, errors: result.errors }
   }
+  return autocannonLoad(base, kind, tokens, names, seconds, inboxPath)
+}
+
+async function autocannonLoad (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[],
+  seconds: number, inboxPath: string): Promise<Load> {
   let n = 0
   const result = await autocannon({
     url: base, connections: CONNECTIONS, duration: seconds,
@@ -117,6 +122,46 @@ async function measure (base: string, kind: 'send' | 'inbox' | 'broadcast', toke
   const result = await load(base, kind, tokens, names, DURATION_S, inboxLimit)
   clearInterval(sampler)
   return { ...result, rssUnderLoad }
+}
+
+// Latency at half the rate the server sustained at full load: what an agent waits on a busy bus that keeps up,
+// rather than in the queue a saturating load builds (at 64 connections the p50 there is 64 / throughput). An open
+// loop: requests are due at an even pace whatever the answers do, and each latency counts from when its request was
+// due, so a stall delays every request due during it (no coordinated omission). autocannon's rate option sends each
+// second's quota in a burst, and wrk has none, hence this small generator.
+async function atHalfLoad (base: string, kind: 'send' | 'inbox', tokens: string[], names: string[], peakRps: number) {
+  const rate = Math.round(peakRps / 2)
+  const agent = new Agent({ keepAlive: true, maxSockets: CONNECTIONS })
+  const latencies: number[] = []
+  let errors = 0
+  const one = (due: number): Promise<void> => new Promise((resolve) => {
+    const i = Math.floor(Math.random() * tokens.length)
+    const body = kind === 'send' ? JSON.stringify({ to: names[(i + 1 + Math.floor(Math.random() * (names.length - 1))) % names.length], body: BODY }) : undefined
+    const req = httpRequest(`${base}${kind === 'send' ? '/send' : '/inbox?unread=true&limit=50'}`, {
+      agent, method: kind === 'send' ? 'POST' : 'GET', headers: { ...json, authorization: `Bearer ${tokens[i]}` }
+    }, (res) => {
+      res.resume()
+      res.on('end', () => {
+        if (res.statusCode !== undefined && res.statusCode >= 400) errors++
+        latencies.push(performance.now() - due)
+        resolve()
+      })
+    })
+    req.on('error', () => { errors++; resolve() })
+    req.end(body)
+  })
+  const inFlight: Array<Promise<void>> = []
+  const began = performance.now()
+  for (let sent = 0; performance.now() - began < DURATION_S * 1000;) {
+    const due = Math.floor((performance.now() - began) * rate / 1000)
+    for (; sent < due; sent++) inFlight.push(one(began + sent * 1000 / rate))
+    await sleep(1)
+  }
+  await Promise.all(inFlight)
+  agent.destroy()
+  latencies.sort((a, b) => a - b)
+  const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
+  return { rate, rps: latencies.length / DURATION_S, p50: pct(0.5), p99: pct(0.99), errors }
 }
 
 async function registerAgents (base: string, count: number): Promise<{ tokens: string[], names: string[] }> {
@@ -227,10 +272,13 @@ try {
     const { tokens, names } = await registerAgents(bus.base, 100)
     const rssIdle = rssBytes(bus.child.pid as number)
     const send = await measure(bus.base, 'send', tokens, names, bus.child.pid)
+    const half = await atHalfLoad(bus.base, 'send', tokens, names, send.rps)
     await stop(bus)
-    results[`send_${sync}`] = { ...send, rssIdle }
+    results[`send_${sync}`] = { ...send, rssIdle, half }
     rows.push([`send, BUS_SYNC=${sync}`, `${fmt(send.rps)} req/s (${ratio(send.rps, ceilingSend.rps)} of ceiling)`,
       `p50 ${fmt(send.p50, 2)} ms, p99 ${fmt(send.p99, 2)} ms, errors ${send.errors}; RSS idle ${mb(rssIdle)} MB, under load ${mb(send.rssUnderLoad)} MB`])
+    rows.push([`send, BUS_SYNC=${sync}, at half that rate`, `${fmt(half.rate)} req/s, open loop`,
+      `p50 ${fmt(half.p50, 2)} ms, p99 ${fmt(half.p99, 2)} ms, errors ${half.errors}`])
   }
 
   // 3. Unread inbox reads, ~100 messages per agent; 5. the same at 1,000 and 1,000,000 stored messages.
@@ -247,12 +295,15 @@ try {
     // The scale runs compare like with like: at 1,000 stored messages each agent holds exactly 10, so both sizes
     // read full pages of 10; the 10,000 run reads pages of 50, as the ceiling does.
     const inbox = await measure(bus.base, 'inbox', tokens, names, undefined, stored === 10_000 ? 50 : 10)
+    const half = stored === 10_000 ? await atHalfLoad(bus.base, 'inbox', tokens, names, inbox.rps) : undefined
     const send = stored === 10_000 ? undefined : await measure(bus.base, 'send', tokens, names)
     await stop(bus)
-    if (stored === 10_000) {
-      results.inbox = inbox
+    if (half) {
+      results.inbox = { ...inbox, half }
       rows.push(['inbox, unread, 100 agents × ~100 messages', `${fmt(inbox.rps)} req/s (${ratio(inbox.rps, ceilingInbox.rps)} of ceiling)`,
         `p50 ${fmt(inbox.p50, 2)} ms, p99 ${fmt(inbox.p99, 2)} ms, errors ${inbox.errors}`])
+      rows.push(['inbox, at half that rate', `${fmt(half.rate)} req/s, open loop`,
+        `p50 ${fmt(half.p50, 2)} ms, p99 ${fmt(half.p99, 2)} ms, errors ${half.errors}`])
     } else {
       scale[stored] = { inbox, send, seedS }
       rows.push([`scale: ${fmt(stored)} stored messages`, `inbox (pages of 10) p99 ${fmt(inbox.p99, 2)} ms, ${fmt(inbox.rps)} req/s`,
