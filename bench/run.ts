@@ -1,6 +1,6 @@
 // npm run bench [-- --quick]: the real server (dist/server.js) under load from a separate process on loopback,
 // every figure beside the same work done by a bare Fastify route with no storage (bench/ceiling.ts).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { request as httpRequest, Agent } from 'node:http'
@@ -10,7 +10,7 @@ import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import SQLite from 'better-sqlite3'
 import autocannon from 'autocannon'
-import { rssBytes } from './proc.js'
+import { monotonicMs, rssBytes } from './proc.js'
 
 const quick = process.argv.includes('--quick')
 // --only send|inbox|fanout: one group of workloads (and the ceiling), for working on one of them.
@@ -205,30 +205,18 @@ function seed (path: string, count: number): void {
   db.close()
 }
 
-// Time from a send's 201 to the event at the recipient's open stream, with `streams` streams open.
+// Time from a send's 201 at its sender to the event at the recipient's open stream, with `streams` streams open.
+// The streams are read by another process (bench/readers.ts), as they would be by other agents: read in this one,
+// their thousand sockets delayed the senders' own clock readings. Both sides read the machine's monotonic clock. An
+// event often arrives before its sender has read the 201 (the bus publishes just before it answers): those count 0.
 async function push (base: string, tokens: string[], names: string[], pid: number) {
-  const agent = new Agent({ keepAlive: true, maxSockets: tokens.length + 16 })
-  const arrived = new Map<number, number>()
-  const requests = tokens.map((token) => new Promise<void>((resolve, reject) => {
-    const req = httpRequest(`${base}/stream`, { agent, headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } }, (res) => {
-      let buffer = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => {
-        buffer += chunk
-        let end
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const event = buffer.slice(0, end)
-          buffer = buffer.slice(end + 2)
-          const data = /^data: (.*)$/m.exec(event)
-          if (data) arrived.set(JSON.parse(data[1]).id, performance.now())
-        }
-      })
-      resolve()
-    })
-    req.on('error', reject)
-    req.end()
-  }))
-  await Promise.all(requests)
+  const readers = fork('dist/bench/readers.js', [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+  const message = (): Promise<unknown> => new Promise((resolve, reject) => {
+    readers.once('message', resolve)
+    readers.once('exit', (code) => reject(new Error(`bench/readers exited with ${code}`)))
+  })
+  readers.send({ base, tokens })
+  await message()
   await sleep(500)
   const rssStreams = rssBytes(pid)
   const sentAt = new Map<number, number>()
@@ -238,15 +226,17 @@ async function push (base: string, tokens: string[], names: string[], pid: numbe
     while (performance.now() < deadline) {
       const to = names[Math.floor(Math.random() * names.length)]
       const res = await fetch(`${base}/send`, { method: 'POST', headers: { ...json, authorization: `Bearer ${tokens[s]}` }, body: JSON.stringify({ to, body: BODY }) })
-      const at = performance.now()
+      const at = monotonicMs()
       sentAt.set((await res.json()).id, at)
     }
   }))
   await sleep(1000)
+  readers.send('done')
+  const arrived = new Map(await message() as Array<[number, number]>)
   const latencies = [...sentAt].map(([id, at]) => Math.max(0, (arrived.get(id) ?? Infinity) - at)).sort((a, b) => a - b)
-  agent.destroy()
   const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
-  return { streams: tokens.length, messages: latencies.length, lost: latencies.filter((l) => l === Infinity).length, p50: pct(0.5), p99: pct(0.99), rssStreams }
+  const beforeAnswer = latencies.filter((l) => l === 0).length / latencies.length
+  return { streams: tokens.length, messages: latencies.length, lost: latencies.filter((l) => l === Infinity).length, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), beforeAnswer, rssStreams }
 }
 
 const results: Record<string, unknown> = {}
@@ -319,8 +309,9 @@ try {
     const { tokens, names } = await registerAgents(bus.base, 1000)
     const pushed = await push(bus.base, tokens, names, bus.child.pid as number)
     results.push = pushed
-    rows.push(['push: 201 → SSE event, 1,000 streams open', `p50 ${fmt(pushed.p50, 2)} ms, p99 ${fmt(pushed.p99, 2)} ms`,
-      `${fmt(pushed.messages)} messages, ${pushed.lost} lost; RSS with 1,000 streams ${mb(pushed.rssStreams)} MB`])
+    rows.push(['push: 201 → SSE event, 1,000 streams open', `p50 ${fmt(pushed.p50, 2)} ms, p90 ${fmt(pushed.p90, 2)} ms, p99 ${fmt(pushed.p99, 2)} ms`,
+      `${fmt(pushed.messages)} messages, ${pushed.lost} lost, ${fmt(pushed.beforeAnswer * 100)}% there before the 201; ` +
+      `RSS with 1,000 streams ${mb(pushed.rssStreams)} MB`])
     await sleep(500)
     const broadcast = await measure(bus.base, 'broadcast', tokens.slice(0, 100), names)
     // Broadcasts are fanned out on read: each agent's copies are made when it next reads. The other half of the
