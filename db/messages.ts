@@ -264,7 +264,8 @@ export function toMessage (row: MessageRowWithSender) {
 }
 export type MessageView = ReturnType<typeof toMessage>
 
-// The caller's deliveries joined to their messages: the inbox, a stream, the webhook queue.
+// Deliveries joined to their messages, for reads that need the message of every row in one statement (the webhook
+// queue); inbox pages and streams take messages from the cache instead (withMessages).
 export function deliveredMessages (db: Db) {
   return db.selectFrom('deliveries as d')
     .innerJoin('messages as m', 'm.seq', 'd.message_seq')

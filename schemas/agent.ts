@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { AgentName, ref, StringEnum, Timestamp } from './common.js'
+import { AgentName, NullableTimestamp, ref, StringEnum, Timestamp } from './common.js'
 
 const webhookUrl = Type.String({ format: 'uri', maxLength: 2048, description: 'New messages are POSTed here, signed (X-Bus-Signature). http(s) only.' })
 
@@ -27,7 +27,7 @@ const agentFields = {
   capabilities: Type.Array(Type.String()),
   metadata: Type.Record(Type.String(), Type.Unknown()),
   status: StringEnum(['online', 'offline']),
-  last_seen_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'The last request or heartbeat from the agent.' }),
+  last_seen_at: NullableTimestamp('The last request or heartbeat from the agent.'),
   registered_at: ref(Timestamp)
 }
 

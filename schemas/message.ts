@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { AgentName, Cursor, Priority, ref, Timestamp } from './common.js'
+import { AgentName, Cursor, NullableTimestamp, Priority, ref, Timestamp } from './common.js'
 
 const MessageId = Type.Integer({ minimum: 1, description: 'A message id; ids grow in the order messages are stored.' })
 
@@ -30,8 +30,8 @@ export type MessageSent = Static<typeof MessageSent>
 
 export const Receipt = Type.Object({
   agent: ref(AgentName),
-  delivered_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'First handed to the agent: by its stream, its webhook, or an inbox read.' }),
-  read_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the agent acknowledged it.' })
+  delivered_at: NullableTimestamp('First handed to the agent: by its stream, its webhook, or an inbox read.'),
+  read_at: NullableTimestamp('When the agent acknowledged it.')
 }, { $id: 'Receipt' })
 
 export const Message = Type.Object({
@@ -46,8 +46,8 @@ export const Message = Type.Object({
   reply_to: Type.Union([MessageId, Type.Null()]),
   thread_id: MessageId,
   created_at: ref(Timestamp),
-  delivered_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the caller first received it (stream, webhook or inbox read); null if the caller sent it.' }),
-  read_at: Type.Union([ref(Timestamp), Type.Null()], { description: 'When the caller acknowledged it; null if unread or if the caller sent it.' }),
+  delivered_at: NullableTimestamp('When the caller first received it (stream, webhook or inbox read); null if the caller sent it.'),
+  read_at: NullableTimestamp('When the caller acknowledged it; null if unread or if the caller sent it.'),
   archived: Type.Boolean({ description: 'Moved to the archive: read by all and older than BUS_ARCHIVE_AFTER_S.' }),
   receipts: Type.Optional(Type.Array(ref(Receipt), { description: 'Read receipts, shown to the sender only.' }))
 }, { $id: 'Message' })

@@ -350,8 +350,11 @@ export interface components {
             };
             /** @enum {string} */
             status: "online" | "offline";
-            /** @description The last request or heartbeat from the agent. */
-            last_seen_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. The last request or heartbeat from the agent.
+             */
+            last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
         };
         AgentSelf: {
@@ -363,8 +366,11 @@ export interface components {
             };
             /** @enum {string} */
             status: "online" | "offline";
-            /** @description The last request or heartbeat from the agent. */
-            last_seen_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. The last request or heartbeat from the agent.
+             */
+            last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
             webhook_url: string | null;
             /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
@@ -379,8 +385,11 @@ export interface components {
             };
             /** @enum {string} */
             status: "online" | "offline";
-            /** @description The last request or heartbeat from the agent. */
-            last_seen_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. The last request or heartbeat from the agent.
+             */
+            last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
             webhook_url: string | null;
             /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
@@ -433,10 +442,16 @@ export interface components {
         };
         Receipt: {
             agent: components["schemas"]["AgentName"];
-            /** @description First handed to the agent: by its stream, its webhook, or an inbox read. */
-            delivered_at: components["schemas"]["Timestamp"] | null;
-            /** @description When the agent acknowledged it. */
-            read_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. First handed to the agent: by its stream, its webhook, or an inbox read.
+             */
+            delivered_at: string | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When the agent acknowledged it.
+             */
+            read_at: string | null;
         };
         Message: {
             /** @description A message id; ids grow in the order messages are stored. */
@@ -455,10 +470,16 @@ export interface components {
             /** @description A message id; ids grow in the order messages are stored. */
             thread_id: number;
             created_at: components["schemas"]["Timestamp"];
-            /** @description When the caller first received it (stream, webhook or inbox read); null if the caller sent it. */
-            delivered_at: components["schemas"]["Timestamp"] | null;
-            /** @description When the caller acknowledged it; null if unread or if the caller sent it. */
-            read_at: components["schemas"]["Timestamp"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When the caller first received it (stream, webhook or inbox read); null if the caller sent it.
+             */
+            delivered_at: string | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When the caller acknowledged it; null if unread or if the caller sent it.
+             */
+            read_at: string | null;
             /** @description Moved to the archive: read by all and older than BUS_ARCHIVE_AFTER_S. */
             archived: boolean;
             /** @description Read receipts, shown to the sender only. */
