@@ -57,11 +57,15 @@ async function stop ({ child }: Running): Promise<void> {
 
 interface Load { rps: number, p50: number, p99: number, requests: number, errors: number }
 
+const inboxPathFor = (limit: number): string => `/inbox?unread=true&limit=${limit}`
+// The value at fraction p of sorted values.
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
+
 // One load run from a separate process: wrk when installed (lighter), else autocannon. Each request picks a random
 // sender token and, for sends, a random recipient.
 async function load (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], seconds: number,
   inboxLimit: number): Promise<Load> {
-  const inboxPath = `/inbox?unread=true&limit=${inboxLimit}`
+  const inboxPath = inboxPathFor(inboxLimit)
   if (hasWrk) {
     const lua = join(work, `${kind}.lua`)
     writeFileSync(lua, `
@@ -137,7 +141,7 @@ async function atHalfLoad (base: string, kind: 'send' | 'inbox', tokens: string[
   const one = (due: number): Promise<void> => new Promise((resolve) => {
     const i = Math.floor(Math.random() * tokens.length)
     const body = kind === 'send' ? JSON.stringify({ to: names[(i + 1 + Math.floor(Math.random() * (names.length - 1))) % names.length], body: BODY }) : undefined
-    const req = httpRequest(`${base}${kind === 'send' ? '/send' : `/inbox?unread=true&limit=${inboxLimit}`}`, {
+    const req = httpRequest(`${base}${kind === 'send' ? '/send' : inboxPathFor(inboxLimit)}`, {
       agent, method: kind === 'send' ? 'POST' : 'GET', headers: { ...json, authorization: `Bearer ${tokens[i]}` }
     }, (res) => {
       res.resume()
@@ -160,8 +164,7 @@ async function atHalfLoad (base: string, kind: 'send' | 'inbox', tokens: string[
   await Promise.all(inFlight)
   agent.destroy()
   latencies.sort((a, b) => a - b)
-  const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
-  return { rate, rps: latencies.length / DURATION_S, p50: pct(0.5), p99: pct(0.99), errors }
+  return { rate, rps: latencies.length / DURATION_S, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors }
 }
 
 async function registerAgents (base: string, count: number): Promise<{ tokens: string[], names: string[] }> {
@@ -234,7 +237,7 @@ async function push (base: string, tokens: string[], names: string[], pid: numbe
   readers.send('done')
   const arrived = new Map(await message() as Array<[number, number]>)
   const latencies = [...sentAt].map(([id, at]) => Math.max(0, (arrived.get(id) ?? Infinity) - at)).sort((a, b) => a - b)
-  const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]
+  const pct = (p: number): number => percentile(latencies, p)
   const beforeAnswer = latencies.filter((l) => l === 0).length / latencies.length
   return { streams: tokens.length, messages: latencies.length, lost: latencies.filter((l) => l === Infinity).length, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), beforeAnswer, rssStreams }
 }
@@ -284,8 +287,9 @@ try {
     bus = await start('dist/server.js', { BUS_DB: db })
     // The scale runs compare like with like: at 1,000 stored messages each agent holds exactly 10, so both sizes
     // read full pages of 10; the 10,000 run reads pages of 50, as the ceiling does.
-    const inbox = await measure(bus.base, 'inbox', tokens, names, undefined, stored === 10_000 ? 50 : 10)
-    const half = await atHalfLoad(bus.base, 'inbox', tokens, names, inbox.rps, stored === 10_000 ? 50 : 10)
+    const pageSize = stored === 10_000 ? 50 : 10
+    const inbox = await measure(bus.base, 'inbox', tokens, names, undefined, pageSize)
+    const half = await atHalfLoad(bus.base, 'inbox', tokens, names, inbox.rps, pageSize)
     const send = stored === 10_000 ? undefined : await measure(bus.base, 'send', tokens, names)
     await stop(bus)
     if (stored === 10_000) {
