@@ -1,5 +1,9 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TLiteral } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+
+// A choice among fixed words. Its error lists them (TypeBox itself only says "expected union value").
+const OneOf = <const T extends string[]>(values: T, options: { default: T[number], description: string }) =>
+  Type.Union(values.map((v) => Type.Literal(v)) as { [K in keyof T]: TLiteral<T[K]> }, options)
 
 // One schema for the whole configuration. Keys are the environment variable names, so the schema, the README table
 // and the process environment all speak the same words; Value.Convert turns the strings into numbers and booleans.
@@ -7,7 +11,7 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'Address to listen on.' }),
   PORT: Type.Integer({ default: 8091, minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' }),
   BUS_DB: Type.String({ default: './data/bus.db', minLength: 1, description: 'SQLite file (its folder is created), or :memory:.' }),
-  BUS_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'Admin bearer token; when set, registering an agent needs it.' })),
+  BUS_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, secret: true, description: 'Admin bearer token (16 characters or more); when set, registering an agent needs it.' })),
   BUS_OPEN_REGISTRATION: Type.Boolean({ default: false, description: 'Allow open registration on a non-loopback HOST.' }),
   BUS_OFFLINE_AFTER_S: Type.Integer({ default: 300, minimum: 1, description: 'Seconds of silence after which an agent is offline.' }),
   BUS_ARCHIVE_AFTER_S: Type.Integer({ default: 604800, minimum: 1, description: 'Age in seconds after which fully read messages are archived.' }),
@@ -22,8 +26,8 @@ export const ConfigSchema = Type.Object({
   BUS_RATE_LIMIT_REGISTRATIONS_PER_MIN: Type.Integer({ default: 0, minimum: 0, description: 'Registrations a minute per client address; 0 = off.' }),
   BUS_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, description: 'Shed load (503 + Retry-After) once the event loop lags this much; 0 = off.' }),
   BUS_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30000, minimum: 100, description: 'A request must arrive whole within this time (slow clients are cut off).' }),
-  BUS_SYNC: Type.Union([Type.Literal('full'), Type.Literal('normal')], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'pino log level.' })
+  BUS_SYNC: OneOf(['full', 'normal'], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
+  LOG_LEVEL: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' })
 }, { additionalProperties: false })
 
 export type Config = Static<typeof ConfigSchema>
@@ -44,7 +48,11 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   const error = Value.Errors(ConfigSchema, value).First()
   if (error) {
     const name = error.path.replace(/^\//, '')
-    throw new ConfigError(`invalid configuration: ${name} ${error.message.toLowerCase()} (got ${JSON.stringify(env[name])})`)
+    const schema = error.schema as { anyOf?: Array<{ const: unknown }>, secret?: boolean }
+    const problem = schema.anyOf !== undefined ? `must be one of ${schema.anyOf.map((s) => s.const).join(', ')}` : error.message.toLowerCase()
+    // A secret is never printed, not even a wrong one: the message may end up in a log or a CI transcript.
+    const got = schema.secret === true ? '' : ` (got ${JSON.stringify(env[name])})`
+    throw new ConfigError(`invalid configuration: ${name} ${problem}${got}`)
   }
   const config = value as Config
   assertSafe(config)

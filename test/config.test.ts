@@ -49,3 +49,12 @@ t.test('open registration on a non-loopback address needs an explicit yes', asyn
   t.equal(loadConfig({ HOST: '::1' }).HOST, '::1')
   t.equal(loadConfig({ HOST: 'localhost' }).HOST, 'localhost')
 })
+
+t.test('a word from a fixed list names the allowed ones; a bad secret is never echoed', async (t) => {
+  t.throws(() => loadConfig({ BUS_SYNC: 'sometimes' }), { message: 'invalid configuration: BUS_SYNC must be one of full, normal (got "sometimes")' })
+  t.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), { message: /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/ })
+  const secret = 'tooshort-secret'
+  const err = (() => { try { loadConfig({ BUS_ADMIN_TOKEN: secret }) } catch (e) { return e as Error } })()
+  t.match(err, { name: 'ConfigError', message: /BUS_ADMIN_TOKEN/ })
+  t.notMatch(err?.message, secret, 'the rejected token is not in the message')
+})
