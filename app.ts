@@ -1,13 +1,16 @@
 import { STATUS_CODES } from 'node:http'
 import Fastify, { type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { Config } from './config.js'
+import { LOOPBACK, type Config } from './config.js'
 import archiver from './plugins/archiver.js'
 import auth from './plugins/auth.js'
 import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
 import limits from './plugins/limits.js'
+import connections from './plugins/connections.js'
 import heartbeat from './plugins/heartbeat.js'
+import hosts from './plugins/hosts.js'
+import options from './plugins/options.js'
 import swagger from './plugins/swagger.js'
 import webhooks from './plugins/webhooks.js'
 import agents from './routes/agents.js'
@@ -16,8 +19,9 @@ import messages from './routes/messages.js'
 import stats from './routes/stats.js'
 import stream from './routes/stream.js'
 import { schemas } from './schemas/index.js'
-import { describeStorageError } from './db/open.js'
-import { BadNumber, StorageUnavailable } from './errors.js'
+import { describeStorageError, StorageFault } from './db/open.js'
+import { BadNumber, MissingBody, StorageLost, StorageUnavailable, TooDeep, UnsupportedEncoding } from './errors.js'
+import { formatValidationErrors } from './schemas/validation.js'
 
 export interface AppOptions {
   logger?: FastifyServerOptions['logger']
@@ -43,8 +47,12 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
       headersTimeout: Math.min(60_000, config.BUS_REQUEST_TIMEOUT_MS),
       connectionsCheckingInterval: Math.min(1000, config.BUS_REQUEST_TIMEOUT_MS)
     },
-    ajv: { customOptions: { removeAdditional: false } }
+    ajv: { customOptions: { removeAdditional: false } },
+    schemaErrorFormatter: formatValidationErrors
   }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // Every body is JSON. Without this, a text/plain body reached validation and was told it "must be object".
+  app.removeContentTypeParser('text/plain')
 
   // 5xx answers keep their details in the log, not in the response.
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
@@ -53,8 +61,18 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     const storage = describeStorageError(err)
     if (storage !== undefined) {
       request.log.error({ err }, 'storage failure')
-      reply.header('retry-after', '5')
-      err = new StorageUnavailable(storage)
+      // A deleted or moved database file needs an operator: retrying cannot help, so no Retry-After.
+      if (err instanceof StorageFault) {
+        err = new StorageLost(storage)
+      } else {
+        reply.header('retry-after', '5')
+        err = new StorageUnavailable(storage)
+      }
+    }
+    // Fastify's own words for a body that is not JSON name no remedy.
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const type = request.headers['content-type']
+      err.message = `the body must be JSON: send it with Content-Type: application/json${type === undefined ? '' : ` (got ${type.slice(0, 100)})`}`
     }
     const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
     // 503s (ours, under-pressure's) say what is unavailable; anything else that failed inside stays in the log.
@@ -63,6 +81,18 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
       return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status], message: 'internal error' })
     }
     return reply.code(status).send({ statusCode: status, code: err.code, error: STATUS_CODES[status] ?? 'Error', message: err.message })
+  })
+  // A compressed body would reach the JSON parser as bytes it cannot read: say what to send instead (RFC 9110 §15.5.16).
+  app.addHook('onRequest', async (request) => {
+    const encoding = request.headers['content-encoding']
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') throw new UnsupportedEncoding(encoding.slice(0, 100))
+  })
+  // A route that takes a body was sent none; and JSON nested deeper than any field of the API needs would overflow the
+  // stack when stored (JSON.stringify recursing 4,200 levels answered 500).
+  app.addHook('preValidation', async (request) => {
+    if (request.routeOptions.schema?.body === undefined) return
+    if (request.body === undefined || request.body === null) throw new MissingBody()
+    if (deeperThan(request.body, MAX_BODY_DEPTH)) throw new TooDeep('body', MAX_BODY_DEPTH)
   })
   // Ajv coerces "1e309" to Infinity and lets it through integer and maximum checks, and JSON.parse reads 1e309 as
   // Infinity too. No field of this API takes a non-finite number: refuse them before any handler sees one.
@@ -79,16 +109,19 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   app.addHook('preClose', async () => { reaper = setInterval(() => app.server.closeIdleConnections(), 50).unref() })
   app.addHook('onClose', async () => { clearInterval(reaper) })
 
+  await app.register(hosts, { allowed: (config.BUS_ALLOWED_HOSTS ?? '').split(',').map((s) => s.trim()).filter(Boolean), loopback: LOOPBACK.test(config.HOST) })
+  await app.register(options)
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })
-  await app.register(fanout)
+  await app.register(fanout, { maxReadersPerAgent: config.BUS_MAX_READERS_PER_AGENT })
   const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
   await app.register(limits, {
     perAgentPerMin: config.BUS_RATE_LIMIT_PER_MIN,
     registrationsPerMin: config.BUS_RATE_LIMIT_REGISTRATIONS_PER_MIN,
     maxEventLoopDelayMs: config.BUS_MAX_EVENT_LOOP_DELAY_MS
   })
+  await app.register(connections, { maxConnections: config.BUS_MAX_CONNECTIONS, maxPerAddress: config.BUS_MAX_CONNECTIONS_PER_ADDRESS, firstRequestTimeoutMs: config.BUS_FIRST_REQUEST_TIMEOUT_MS })
   // Unknown routes are rate limited too when limits are on, so probing them is no way around the limit.
   app.setNotFoundHandler({ preHandler: app.hasDecorator('rateLimit') ? app.rateLimit() : undefined }, (request, reply) => {
     reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
@@ -104,6 +137,10 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     maxAgeMs: config.BUS_WEBHOOK_MAX_AGE_S * 1000,
     timeoutMs: config.BUS_WEBHOOK_TIMEOUT_MS,
     allow: (config.BUS_WEBHOOK_ALLOW ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    allowPrivate: config.BUS_WEBHOOK_ALLOW_PRIVATE,
+    perRecipient: config.BUS_WEBHOOK_PER_RECIPIENT,
+    breakerFailures: config.BUS_WEBHOOK_BREAKER_FAILURES,
+    breakerCooldownMs: config.BUS_WEBHOOK_BREAKER_COOLDOWN_MS,
     pollMs: webhookPollMs
   })
 
@@ -114,9 +151,20 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     stallMs: config.BUS_STREAM_STALL_S * 1000,
     maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES
   })
-  await app.register(stats)
+  await app.register(stats, { adminOnly: config.BUS_ADMIN_TOKEN !== undefined })
   await app.register(health)
   return app
+}
+
+// Deeper than any field of the API needs; `data` and `metadata` nest freely within it.
+const MAX_BODY_DEPTH = 32
+
+// Whether objects and arrays nest more than `levels` deep. It stops descending there, so it cannot overflow the stack.
+function deeperThan (value: unknown, levels: number): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (levels === 0) return true
+  for (const item of Object.values(value)) if (deeperThan(item, levels - 1)) return true
+  return false
 }
 
 // The path (/a/0/b) of the first non-finite number within `depth` levels, or undefined.

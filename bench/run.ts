@@ -41,7 +41,10 @@ interface Running { child: ChildProcess, base: string }
 
 async function start (script: string, env: Record<string, string> = {}): Promise<Running> {
   const port = await freePort()
-  const child = spawn(process.execPath, [script], { env: { ...process.env, PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
+  // stdin is a pipe for the preload that stops the server if the bench dies without stopping it (killed, crashed).
+  const child = spawn(process.execPath, ['--import', './test/fixtures/exit-with-parent.mjs', script], {
+    env: { ...process.env, PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['pipe', 'ignore', 'inherit']
+  })
   const base = `http://127.0.0.1:${port}`
   for (let i = 0; i < 200; i++) {
     try { if ((await fetch(`${base}/health`)).ok) return { child, base } } catch { /* not listening yet */ }

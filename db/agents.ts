@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely'
 import { prepared } from './prepared.js'
+import { clearWebhooks } from './webhooks.js'
 import type { AgentRow, Database } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -28,11 +29,13 @@ export function toAgent (row: AgentRow) {
 // What the agent itself (or the admin) sees: the public view plus its webhook URL.
 export const toAgentSelf = (row: AgentRow) => ({ ...toAgent(row), webhook_url: row.webhook_url })
 
-// Returns undefined when the name is taken by a registered agent.
+// The new agent's row; 'taken' when a registered agent has the name; 'retired' when a deregistered one had it (mail
+// addressed to it, and others' history with it, must not reach a stranger) and reuseName was not given.
 export async function createAgent (db: Kysely<Database>, name: string, profile: AgentProfile, tokenHash: string, now: string,
-  webhook?: Webhook): Promise<AgentRow | undefined> {
+  webhook?: Webhook, { reuseName = false } = {}): Promise<AgentRow | 'taken' | 'retired'> {
   return db.transaction().execute(async (trx) => {
-    if (await findAgent(trx, name)) return undefined
+    if (await findAgent(trx, name)) return 'taken'
+    if (!reuseName && await trx.selectFrom('agents').select('id').where('name', '=', name).where('deleted_at', 'is not', null).executeTakeFirst()) return 'retired'
     return trx.insertInto('agents').values({
       name,
       description: profile.description ?? null,
@@ -83,12 +86,15 @@ export async function setTokenHash (db: Db, id: number, tokenHash: string): Prom
 }
 
 // The row stays, without its token or webhook, so messages it sent keep their sender in the others' history.
+// Its pending webhook attempts go too (the dispatcher skips agents without a webhook in any case).
 export async function deregisterAgent (db: Db, id: number, now: string): Promise<void> {
   await db.updateTable('agents').set({ token_hash: null, online: 0, deleted_at: now, webhook_url: null, webhook_secret: null })
     .where('id', '=', id).execute()
+  await clearWebhooks(db, id)
 }
 
-const setSeen = prepared((db, id: number, now: string) => db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id))
+// A stream that ends after its agent deregistered must not show it online again.
+const setSeen = prepared((db, id: number, now: string) => db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id).where('deleted_at', 'is', null))
 
 export async function markSeen (db: Db, id: number, now: string): Promise<void> {
   await setSeen(db, id, now)
@@ -101,9 +107,13 @@ export async function markOfflineBefore (db: Db, cutoff: string, exceptIds: numb
   return (await query.returning('name').execute()).map((r) => r.name)
 }
 
+// Read from the registered agents' entries of agents_registered_online (migration 0004) alone: deregistered rows,
+// which are kept for history and only accumulate, cost nothing here.
+const registeredAgentCounts = prepared((db) => db.selectFrom('agents')
+  .select([sql<number>`count(*)`.as('total'), sql<number>`coalesce(sum(online), 0)`.as('online')])
+  .where('deleted_at', 'is', null))
+
 export async function agentStats (db: Db): Promise<{ total: number, online: number }> {
-  const row = await db.selectFrom('agents')
-    .select([sql<number>`count(*)`.as('total'), sql<number>`coalesce(sum(online), 0)`.as('online')])
-    .where('deleted_at', 'is', null).executeTakeFirstOrThrow()
+  const [row] = await registeredAgentCounts(db)
   return { total: Number(row.total), online: Number(row.online) }
 }

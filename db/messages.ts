@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto'
 import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Write } from './group-commit.js'
 import type { MessageCache, StoredMessage } from './message-cache.js'
 import { prepared } from './prepared.js'
 import type { Database, MessageRow, NewMessage } from './schema.js'
+import { countArchived, countRead, countSent } from './stats.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -41,12 +43,33 @@ export type SendOutcome =
   | { ok: true, sent: Sent, replayed: boolean, recipientIds: number[] | null, webhooks: boolean }
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
+  // The idempotency key already stored this other message, from a different request.
+  | { ok: false, idempotencyConflict: number }
 
-// Stores a message and one delivery per recipient, inside the caller's transaction (a group commit).
+// JSON with object keys sorted, so that the same request hashes alike whatever order its client wrote the keys in.
+function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null'
+  const entries = Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`)
+  return `{${entries.join(',')}}`
+}
+
+// What makes two sends with one Idempotency-Key the same request: everything the sender chose, after defaults.
+export function requestHash (input: SendInput): string {
+  const { to, body, subject, priority, replyTo, data } = input
+  return createHash('sha256').update(canonicalJson({ to: to ?? null, body, subject: subject ?? null, priority, replyTo: replyTo ?? null, data: data ?? null })).digest('hex')
+}
+
+// Stores a message and one delivery per recipient, and counts them for /stats (db/stats.ts), inside the caller's
+// transaction (a group commit). A send with an Idempotency-Key that was used before answers the first message when
+// the request is the same (a retry), and is refused when it differs (IETF Idempotency-Key draft, Stripe): silently
+// dropping a new message would lose it.
 export async function sendMessage (trx: Transaction<Database>, input: SendInput): Promise<SendOutcome> {
+  const hash = input.idempotencyKey === undefined ? null : requestHash(input)
   if (input.idempotencyKey !== undefined) {
-    const previous = await trx.selectFrom('messages').select('seq')
+    const previous = await trx.selectFrom('messages').select(['seq', 'request_hash'])
       .where('sender_id', '=', input.senderId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst()
+    if (previous && previous.request_hash !== null && previous.request_hash !== hash) return { ok: false, idempotencyConflict: previous.seq }
     if (previous) return { ok: true, sent: await sentSummary(trx, previous.seq, input.senderName), replayed: true, recipientIds: [], webhooks: false }
   }
 
@@ -74,7 +97,8 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     reply_to: input.replyTo ?? null,
     thread_id: threadId ?? 0,
     created_at: input.now,
-    idempotency_key: input.idempotencyKey ?? null
+    idempotency_key: input.idempotencyKey ?? null,
+    request_hash: hash
   })
   // A message that replies to nothing starts its own thread, named by its own id.
   if (threadId === undefined) {
@@ -96,6 +120,7 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     await insertDeliveries(trx, seq, priority, input.now, direct.map((a) => a.id))
     recipients = direct.length
   }
+  await countSent(trx, input.priority, recipients)
 
   return {
     ok: true,
@@ -212,7 +237,7 @@ const messageColumns = (store: Store) => [
 ] as const
 
 // A message row as the reads select it: with its store, its sender's name, and the reader's own delivery.
-type MessageRowWithSender = Omit<MessageRow, 'sender_id' | 'idempotency_key'> & {
+type MessageRowWithSender = Omit<MessageRow, 'sender_id' | 'idempotency_key' | 'request_hash'> & {
   archived: 0 | 1
   sender: string
   delivered_at: string | null
@@ -426,6 +451,7 @@ export async function ackMessages (trx: Transaction<Database>, agentId: number, 
   if (unread.length > 0) {
     await trx.updateTable('deliveries').set({ read_at: now })
       .where('recipient_id', '=', agentId).where('message_seq', 'in', unread).execute()
+    await countRead(trx, agentId, unread.length)
   }
   return {
     acked: unread.length,
@@ -516,28 +542,7 @@ export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch:
     await trx.insertInto('archived_deliveries').expression(trx.selectFrom('deliveries').selectAll().where('message_seq', 'in', seqs)).execute()
     await trx.deleteFrom('deliveries').where('message_seq', 'in', seqs).execute()
     await trx.deleteFrom('messages').where('seq', 'in', seqs).execute()
+    await countArchived(trx, seqs.length)
     return seqs.length
   })
-}
-
-export async function messageStats (db: Db) {
-  const count = sql<number>`count(*)`.as('count')
-  const byPriority = await db.selectFrom('all_messages').select(['priority', 'archived']).select(count)
-    .groupBy(['priority', 'archived']).execute()
-  const unread = await db.selectFrom('deliveries').select(count).where('read_at', 'is', null).executeTakeFirstOrThrow()
-  // Broadcasts their recipients have not caught up with are unread too.
-  const pending = await db.selectFrom('agents as a')
-    .innerJoin('messages as m', (j) => j.on('m.recipients', 'is', null).onRef('m.seq', '>', 'a.broadcasts_upto').onRef('m.sender_id', '!=', 'a.id'))
-    .where('a.deleted_at', 'is', null)
-    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as o').select('o.message_seq')
-      .whereRef('o.message_seq', '=', 'm.seq').whereRef('o.recipient_id', '=', 'a.id'))))
-    .select(count).executeTakeFirstOrThrow()
-  const stats = { total: 0, unread: Number(unread.count) + Number(pending.count), archived: 0, by_priority: { normal: 0, high: 0, urgent: 0 } }
-  for (const row of byPriority) {
-    const n = Number(row.count)
-    stats.total += n
-    if (row.archived === 1) stats.archived += n
-    stats.by_priority[PRIORITIES[row.priority]] += n
-  }
-  return stats
 }

@@ -35,6 +35,8 @@ export interface MessageTable {
   thread_id: number
   created_at: string
   idempotency_key: string | null
+  // SHA-256 of the request that stored it with an idempotency key (db/messages.ts requestHash); null without a key.
+  request_hash: string | null
 }
 
 export interface DeliveryTable {

@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely, NotNull, Transaction } from 'kysely'
 import { deliveredMessages, toMessage, type MessageView } from './messages.js'
 import type { Database } from './schema.js'
 
@@ -6,22 +6,35 @@ type Db = Kysely<Database> | Transaction<Database>
 
 export interface DueWebhook {
   recipientId: number
+  recipient: string
   url: string
   secret: string
   attempts: number
   message: MessageView
 }
 
-// Deliveries whose next webhook attempt is due, oldest due first.
-export async function dueWebhooks (db: Db, now: string, limit: number): Promise<DueWebhook[]> {
-  const rows = await deliveredMessages(db)
+// What the dispatcher skips: recipients with every slot in flight, and endpoints with an open circuit (by URL too,
+// so an agent that points its webhook elsewhere is tried at once).
+export interface DueExceptions { busy: number[], open: Array<{ recipientId: number, url: string }> }
+
+// Deliveries whose next webhook attempt is due, oldest due first, less the exceptions. Rows of agents without a
+// webhook are left out here, in the query: filtered after the LIMIT they would fill every page and starve every
+// other agent.
+export async function dueWebhooks (db: Db, now: string, limit: number, except: DueExceptions = { busy: [], open: [] }): Promise<DueWebhook[]> {
+  let query = deliveredMessages(db)
     .innerJoin('agents as r', 'r.id', 'd.recipient_id')
-    .select(['d.recipient_id', 'd.webhook_attempts', 'r.webhook_url', 'r.webhook_secret'])
+    .select(['d.recipient_id', 'r.name as recipient', 'd.webhook_attempts', 'r.webhook_url', 'r.webhook_secret'])
     .where('d.webhook_next_at', '<=', now)
+    .where('r.webhook_url', 'is not', null).where('r.webhook_secret', 'is not', null)
+  if (except.busy.length > 0) query = query.where('d.recipient_id', 'not in', except.busy)
+  for (const { recipientId, url } of except.open) {
+    query = query.where((eb) => eb.or([eb('d.recipient_id', '!=', recipientId), eb('r.webhook_url', '!=', url)]))
+  }
+  const rows = await query.$narrowType<{ webhook_url: NotNull, webhook_secret: NotNull }>()
     .orderBy('d.webhook_next_at').limit(limit).execute()
-  return rows.flatMap((row) => row.webhook_url === null || row.webhook_secret === null
-    ? []
-    : [{ recipientId: row.recipient_id, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row) }])
+  return rows.map((row) => ({
+    recipientId: row.recipient_id, recipient: row.recipient, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row)
+  }))
 }
 
 // A 2xx: delivered, nothing more to send.
@@ -46,4 +59,20 @@ export async function queueUndelivered (db: Db, agentId: number, now: string): P
 
 export async function setWebhook (db: Db, agentId: number, url: string | null, secret: string | null): Promise<void> {
   await db.updateTable('agents').set({ webhook_url: url, webhook_secret: secret }).where('id', '=', agentId).execute()
+}
+
+// The agent's webhook is gone (removed, or the agent deregistered): nothing is pending for it any more.
+export async function clearWebhooks (db: Db, agentId: number): Promise<void> {
+  await db.updateTable('deliveries').set({ webhook_next_at: null })
+    .where('recipient_id', '=', agentId).where('webhook_next_at', 'is not', null).execute()
+}
+
+// A recipient's circuit opened: its pending attempts wait until `until`, so the due-rows query stops walking past
+// them on every poll (and a restart does not hammer the endpoint again at once). Only while the agent still has that
+// URL: a webhook set meanwhile queued its rows for the new endpoint.
+export async function postponeWebhooks (db: Db, recipientId: number, url: string, until: string): Promise<void> {
+  await db.updateTable('deliveries').set({ webhook_next_at: until })
+    .where('recipient_id', '=', recipientId).where('webhook_next_at', '<', until)
+    .where((eb) => eb.exists(eb.selectFrom('agents').select('id').where('id', '=', recipientId).where('webhook_url', '=', url)))
+    .execute()
 }

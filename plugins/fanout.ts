@@ -10,6 +10,8 @@ export type BusEvent =
   // One of the agent's sent messages was read.
   | { kind: 'receipt', senderId: number, messageId: number, agent: string, readAt: string }
   | { kind: 'presence', agent: string, status: 'online' | 'offline' }
+  // The agent's token was rotated or the agent deregistered: every reader opened with the old token ends now.
+  | { kind: 'revoked', agentId: number }
   // The bus is closing: every reader ends now.
   | { kind: 'shutdown' }
 
@@ -28,7 +30,14 @@ export interface Notifier {
 declare module 'fastify' {
   interface FastifyInstance {
     fanout: Notifier
+    // The open streams and long-polls on this node, capped per agent.
+    readers: Readers
   }
+}
+
+export interface FanoutOptions {
+  // Streams and long-polls one agent may hold open on this node; one more ends its oldest.
+  maxReadersPerAgent: number
 }
 
 export function createLocalNotifier (): Notifier {
@@ -50,6 +59,9 @@ export function createLocalNotifier (): Notifier {
         case 'receipt':
           emit(byAgent.get(event.senderId), event)
           break
+        case 'revoked':
+          emit(byAgent.get(event.agentId), event)
+          break
         default:
           for (const listeners of byAgent.values()) emit(listeners, event)
       }
@@ -67,20 +79,55 @@ export function createLocalNotifier (): Notifier {
   }
 }
 
+// Why a reader's watch ended: the bus is closing, the token it was opened with was revoked, or the agent opened
+// more readers than it may hold and this was the oldest.
+export type WatchEnd = 'shutdown' | 'revoked' | 'replaced'
+
+// The open readers (streams, long-polls) of each agent on this node, at most `max` per agent: opening one more ends
+// the oldest. An agent that reconnects after a network failure is never locked out by its own half-open streams,
+// and however many an agent opens, each message it receives wakes at most `max` readers, so the work one agent
+// causes does not grow with the connections it holds.
+export class Readers {
+  readonly #byAgent = new Map<number, Set<Watch>>()
+
+  constructor (readonly max: number) {}
+
+  add (agentId: number, watch: Watch): void {
+    let open = this.#byAgent.get(agentId)
+    if (open === undefined) this.#byAgent.set(agentId, open = new Set())
+    open.add(watch)
+    // A Set iterates in insertion order: the first is the oldest.
+    for (const oldest of open) {
+      if (open.size <= this.max) break
+      open.delete(oldest)
+      oldest.end('replaced')
+    }
+  }
+
+  delete (agentId: number, watch: Watch): void {
+    const open = this.#byAgent.get(agentId)
+    open?.delete(watch)
+    if (open?.size === 0) this.#byAgent.delete(agentId)
+  }
+
+  count (agentId: number): number { return this.#byAgent.get(agentId)?.size ?? 0 }
+}
+
 // Watches one agent's events for a reader that pulls from the database: subscribe first, then query, then wait,
 // so that nothing stored between the query and the wait is missed.
 export class Watch {
   #pending = false
-  #closed = false
+  #ended: WatchEnd | undefined
   #wake: (() => void) | undefined
   readonly #unsubscribe: () => void
 
-  constructor (notifier: Notifier, agentId: number, match: (event: BusEvent) => boolean) {
+  constructor (notifier: Notifier, readonly agentId: number, match: (event: BusEvent) => boolean, readonly readers?: Readers) {
     this.#unsubscribe = notifier.subscribe(agentId, (event) => {
-      if (event.kind === 'shutdown') this.#closed = true
-      else if (!match(event)) return
-      this.poke()
+      if (event.kind === 'shutdown') this.end('shutdown')
+      else if (event.kind === 'revoked') this.end('revoked')
+      else if (match(event)) this.poke()
     })
+    readers?.add(agentId, this)
   }
 
   // Wakes the waiter as an event would (for readers that also listen to other kinds of event).
@@ -89,13 +136,20 @@ export class Watch {
     this.#wake?.()
   }
 
-  // True once the bus is shutting down.
-  get closed (): boolean { return this.#closed }
+  // Ends the reader: the waiter wakes, and `closed` tells it to stop.
+  end (why: WatchEnd): void {
+    this.#ended ??= why
+    this.poke()
+  }
+
+  // True once the reader must stop; `ended` says why.
+  get closed (): boolean { return this.#ended !== undefined }
+  get ended (): WatchEnd | undefined { return this.#ended }
 
   // Waits until a matching event arrived since the last wait (at once if one already has), the time is up,
   // or the signal aborts; answers whether an event arrived.
   async wait (ms: number, signal?: AbortSignal): Promise<boolean> {
-    if (!this.#pending && !this.#closed && ms > 0 && !signal?.aborted) {
+    if (!this.#pending && !this.closed && ms > 0 && !signal?.aborted) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           clearTimeout(timer)
@@ -113,12 +167,16 @@ export class Watch {
     return arrived
   }
 
-  close (): void { this.#unsubscribe() }
+  close (): void {
+    this.#unsubscribe()
+    this.readers?.delete(this.agentId, this)
+  }
 }
 
-const fanout: FastifyPluginAsync = async (app) => {
+const fanout: FastifyPluginAsync<FanoutOptions> = async (app, { maxReadersPerAgent }) => {
   const notifier = createLocalNotifier()
   app.decorate('fanout', notifier)
+  app.decorate('readers', new Readers(maxReadersPerAgent))
   // Open streams and long-polls would keep close() waiting forever: end them first.
   app.addHook('preClose', async () => { notifier.publish({ kind: 'shutdown' }) })
 }

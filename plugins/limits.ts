@@ -1,6 +1,6 @@
 import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { RateLimited } from '../errors.js'
 
@@ -17,8 +17,47 @@ const isRegistration = (request: FastifyRequest): boolean => request.method === 
 // Liveness checks and the docs are never limited.
 const isExempt = (request: FastifyRequest): boolean => request.routeOptions.url === '/health' || request.url.startsWith('/docs')
 
+const GUARDED = Symbol('agent-bus.guardedMemoryUsage')
+
+// under-pressure calls process.memoryUsage() from its timer every second whatever limits it is given (no option
+// turns the sample off), and nothing catches a throw there: once every descriptor was in use, the /proc read behind
+// the call failed with EMFILE and the process exited (issue 14). So the call answers the last good reading when the
+// read fails. Installed once per process, by replacing the function; it is the original whenever the read works.
+export function guardedMemoryUsage (read: NodeJS.MemoryUsageFn, onError: (err: unknown) => void): NodeJS.MemoryUsageFn {
+  let last: NodeJS.MemoryUsage = { rss: 0, heapTotal: 0, heapUsed: 0, external: 0, arrayBuffers: 0 }
+  const memoryUsage = (): NodeJS.MemoryUsage => {
+    try {
+      last = read()
+    } catch (err) {
+      onError(err)
+    }
+    return { ...last }
+  }
+  memoryUsage.rss = (): number => {
+    try {
+      return read.rss()
+    } catch (err) {
+      onError(err)
+      return last.rss
+    }
+  }
+  return Object.assign(memoryUsage, { [GUARDED]: true })
+}
+
+// A failed sample is logged at most once a minute: it repeats every second for as long as descriptors are short.
+function guardMemoryUsage (log: FastifyBaseLogger): void {
+  if (GUARDED in process.memoryUsage) return
+  let loggedAt = 0
+  process.memoryUsage = guardedMemoryUsage(process.memoryUsage, (err) => {
+    if (Date.now() - loggedAt < 60_000) return
+    loggedAt = Date.now()
+    log.warn({ err }, 'memory sample failed; using the last one')
+  })
+}
+
 const limits: FastifyPluginAsync<LimitsOptions> = async (app, { perAgentPerMin, registrationsPerMin, maxEventLoopDelayMs }) => {
   if (maxEventLoopDelayMs > 0) {
+    guardMemoryUsage(app.log.child({ plugin: 'limits' }))
     // Shed load before the event loop stalls: a 503 with Retry-After is better than every request timing out.
     await app.register(underPressure, { maxEventLoopDelay: maxEventLoopDelayMs, retryAfter: 5, exposeStatusRoute: false })
   }

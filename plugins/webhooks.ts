@@ -1,26 +1,28 @@
-import { createHmac, randomBytes } from 'node:crypto'
-import { lookup } from 'node:dns/promises'
-import { BlockList, isIP } from 'node:net'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { dueWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
+import { dueWebhooks, postponeWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
+import { Breakers } from '../webhooks/breaker.js'
+import { createWebhookPoster } from '../webhooks/post.js'
+import { legacySignature, signWebhook } from '../webhooks/sign.js'
+import { createTargetPolicy, type TargetPolicy } from '../webhooks/target.js'
+
+export { newWebhookSecret } from '../webhooks/sign.js'
 
 export interface WebhookOptions {
   retryBaseMs: number
   maxAgeMs: number
   timeoutMs: number
-  // Hosts and CIDRs webhooks may target; empty allows any.
+  // Hosts, addresses and CIDRs webhooks may target; empty allows any public address.
   allow: string[]
+  // Allow loopback, private, unique-local and CGNAT addresses too.
+  allowPrivate: boolean
+  // Attempts in flight for one recipient at most, so that one slow endpoint cannot take every slot.
+  perRecipient: number
+  // Failures in a row that open a recipient's circuit, and its first cool-down (doubling while probes fail).
+  breakerFailures: number
+  breakerCooldownMs: number
   // How often due retries are looked for; 0 turns the dispatcher off.
   pollMs: number
-}
-
-export const newWebhookSecret = (): string => `whsec_${randomBytes(32).toString('base64url')}`
-
-// The receiver checks: HMAC-SHA256(secret, `${t}.${raw body}`) equals v1, and t is recent (replay protection).
-export function signWebhook (secret: string, body: string, timestamp: number): string {
-  const mac = createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')
-  return `t=${timestamp},v1=${mac}`
 }
 
 // Exponential backoff with jitter: about base, 2×base, 4×base …, each between half and all of it, at most an hour.
@@ -29,51 +31,30 @@ export function retryDelayMs (baseMs: number, attempt: number, random = Math.ran
   return Math.round(ceiling / 2 + random() * ceiling / 2)
 }
 
-// Webhook targets: http(s) only, and within BUS_WEBHOOK_ALLOW when it is set.
-export function createTargetPolicy (allow: string[]) {
-  const hosts = new Set<string>()
-  const subnets = new BlockList()
-  for (const entry of allow) {
-    const [address, prefix] = entry.split('/')
-    const family = isIP(address)
-    if (family !== 0 && prefix !== undefined) subnets.addSubnet(address, Number(prefix), family === 6 ? 'ipv6' : 'ipv4')
-    else if (family !== 0) subnets.addAddress(address, family === 6 ? 'ipv6' : 'ipv4')
-    else hosts.add(entry.toLowerCase())
-  }
-  const ipAllowed = (ip: string): boolean => subnets.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4')
-  return {
-    // Why a URL may not be used, or undefined when it may.
-    async refuse (raw: string): Promise<string | undefined> {
-      let url: URL
-      try { url = new URL(raw) } catch { return 'is not a URL' }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be http or https'
-      if (allow.length === 0) return undefined
-      const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase()
-      if (hosts.has(host)) return undefined
-      const ips = isIP(host) !== 0 ? [host] : (await lookup(host, { all: true }).catch(() => [])).map((a) => a.address)
-      if (ips.length > 0 && ips.every(ipAllowed)) return undefined
-      return `host ${host} is not in BUS_WEBHOOK_ALLOW`
-    }
-  }
-}
-
 declare module 'fastify' {
   interface FastifyInstance {
-    webhookPolicy: ReturnType<typeof createTargetPolicy>
+    webhookPolicy: TargetPolicy
   }
 }
 
 // At most this many webhook requests in flight; the rest wait in the database.
 const CONCURRENCY = 32
+// A circuit's cool-down doubles while its probes fail, up to this.
+const MAX_COOLDOWN_MS = 3_600_000
 
-const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, { retryBaseMs, maxAgeMs, timeoutMs, allow, pollMs }) => {
+const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
+  const { retryBaseMs, maxAgeMs, timeoutMs, allow, allowPrivate, perRecipient, breakerFailures, breakerCooldownMs, pollMs } = options
   const { db, fanout } = app
   const log = app.log.child({ plugin: 'webhooks' })
-  const policy = createTargetPolicy(allow)
+  const policy = createTargetPolicy({ allow, allowPrivate })
   app.decorate('webhookPolicy', policy)
   if (pollMs <= 0) return
 
+  const poster = createWebhookPoster({ policy, timeoutMs })
+  const breakers = new Breakers({ failures: breakerFailures, cooldownMs: breakerCooldownMs, maxCooldownMs: Math.max(breakerCooldownMs, MAX_COOLDOWN_MS) })
   const inFlight = new Map<string, Promise<void>>()
+  // Per recipient with attempts in flight: how many, and how many it may have (one while its circuit is probing).
+  const slots = new Map<number, { count: number, limit: number }>()
   const closing = new AbortController()
   let running: Promise<void> | undefined
   let again = false
@@ -81,28 +62,26 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, { retryBaseMs, 
   async function attempt (due: DueWebhook): Promise<void> {
     const body = JSON.stringify(due.message)
     const at = Date.now()
-    let failure: string | undefined = await policy.refuse(due.url)
+    const id = String(due.message.id)
+    const timestamp = Math.floor(at / 1000)
+    let failure = policy.refuseUrl(due.url)
     if (failure === undefined) {
       try {
-        const res = await fetch(due.url, {
-          method: 'POST',
-          body,
-          redirect: 'manual',
-          headers: {
-            'content-type': 'application/json',
-            'x-bus-signature': signWebhook(due.secret, body, Math.floor(at / 1000)),
-            'x-bus-message-id': String(due.message.id)
-          },
-          signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), closing.signal])
-        })
-        await res.body?.cancel()
-        if (res.status >= 200 && res.status < 300) {
+        const status = await poster.post(due.url, body, {
+          'content-type': 'application/json',
+          ...signWebhook(due.secret, id, timestamp, body),
+          // Deprecated, for receivers written before the standard headers.
+          'x-bus-signature': legacySignature(due.secret, timestamp, body),
+          'x-bus-message-id': id
+        }, closing.signal)
+        if (status >= 200 && status < 300) {
           await webhookDelivered(db, due.message.id, due.recipientId, new Date().toISOString())
+          if (breakers.success(due.recipientId, due.url) === 'closed') log.info({ agent: due.recipient }, 'webhook circuit closed: the endpoint answers again')
           return
         }
-        failure = `status ${res.status}`
+        failure = `status ${status}`
       } catch (err) {
-        failure = (err as Error).name === 'TimeoutError' ? `no answer in ${timeoutMs} ms` : (err as Error).message
+        failure = (err as Error).message
       }
     }
     if (closing.signal.aborted) return // not the receiver's fault: due again at the next start
@@ -110,21 +89,59 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, { retryBaseMs, 
     const nextAt = at + retryDelayMs(retryBaseMs, attempts)
     const expired = nextAt > Date.parse(due.message.created_at) + maxAgeMs
     await webhookFailed(db, due.message.id, due.recipientId, expired ? null : new Date(nextAt).toISOString())
-    log.warn({ message: due.message.id, attempts, failure, gaveUp: expired }, 'webhook attempt failed')
+    // The host, never the URL: a URL stored before credentials were refused may still carry some.
+    log.warn({ message: due.message.id, agent: due.recipient, host: hostOf(due.url), attempts, failure, gaveUp: expired }, 'webhook attempt failed')
+    const now = Date.now()
+    const transition = breakers.failure(due.recipientId, due.url, now)
+    if (transition === undefined) return
+    const until = breakers.openUntil(due.recipientId) as number
+    await postponeWebhooks(db, due.recipientId, due.url, new Date(until).toISOString())
+    // Logged when it opens; the re-openings after failed probes in between would only repeat it.
+    if (transition === 'opened') {
+      log.warn({ agent: due.recipient, host: hostOf(due.url), failures: breakerFailures, coolDownMs: until - now }, 'webhook circuit opened: no attempts until it cools down')
+    }
+  }
+
+  function start (due: DueWebhook, key: string, limit: number): void {
+    const slot = slots.get(due.recipientId) ?? { count: 0, limit }
+    slot.count++
+    slot.limit = limit
+    slots.set(due.recipientId, slot)
+    inFlight.set(key, attempt(due)
+      .catch((err: unknown) => { log.error({ err, message: due.message.id }, 'webhook bookkeeping failed') })
+      .finally(() => {
+        inFlight.delete(key)
+        if (--slot.count === 0) slots.delete(due.recipientId)
+        kick()
+      }))
+  }
+
+  // Starts due attempts until every slot is taken or nothing is due. Recipients at their own limit, or with an open
+  // circuit, are left out of the query, so their backlog cannot fill the page and hide everyone else's rows.
+  async function fill (): Promise<void> {
+    for (;;) {
+      if (inFlight.size >= CONCURRENCY || closing.signal.aborted) return
+      const now = Date.now()
+      const busy = [...slots].filter(([, s]) => s.count >= s.limit).map(([recipientId]) => recipientId)
+      let started = 0
+      for (const due of await dueWebhooks(db, new Date(now).toISOString(), CONCURRENCY * 2, { busy, open: breakers.open(now) })) {
+        if (inFlight.size >= CONCURRENCY) return
+        const key = `${due.message.id}:${due.recipientId}`
+        const state = breakers.state(due.recipientId, due.url, now)
+        const limit = state === 'open' ? 0 : state === 'probe' ? 1 : perRecipient
+        if (inFlight.has(key) || (slots.get(due.recipientId)?.count ?? 0) >= limit) continue
+        start(due, key, limit)
+        started++
+      }
+      // Nothing new on this page: the rest is in flight or waits for a recipient's slot.
+      if (started === 0) return
+    }
   }
 
   async function dispatch (): Promise<void> {
     do {
       again = false
-      if (inFlight.size >= CONCURRENCY || closing.signal.aborted) return
-      for (const due of await dueWebhooks(db, new Date().toISOString(), CONCURRENCY * 2)) {
-        const key = `${due.message.id}:${due.recipientId}`
-        if (inFlight.has(key)) continue
-        if (inFlight.size >= CONCURRENCY) break
-        inFlight.set(key, attempt(due)
-          .catch((err: unknown) => { log.error({ err, message: due.message.id }, 'webhook bookkeeping failed') })
-          .finally(() => { inFlight.delete(key); kick() }))
-      }
+      await fill()
     } while (again)
   }
 
@@ -149,7 +166,12 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, { retryBaseMs, 
     closing.abort()
     await running
     await Promise.all(inFlight.values())
+    await poster.close()
   })
+}
+
+function hostOf (url: string): string | undefined {
+  try { return new URL(url).host } catch { return undefined }
 }
 
 export default fp(webhooks, { name: 'webhooks', dependencies: ['db', 'fanout'], fastify: '5.x' })

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { createAgent, deregisterAgent, findAgent, listAgents, setTokenHash, toAgent, toAgentSelf, updateProfile } from '../db/agents.js'
-import { queueUndelivered, setWebhook } from '../db/webhooks.js'
+import { clearWebhooks, queueUndelivered, setWebhook } from '../db/webhooks.js'
 import { countUnread, syncBroadcasts } from '../db/messages.js'
-import { AgentNotFound, BadWebhook, Forbidden, NameTaken } from '../errors.js'
+import { AgentNotFound, BadWebhook, Forbidden, NameRetired, NameTaken } from '../errors.js'
 import { newWebhookSecret } from '../plugins/webhooks.js'
 import type { AgentRow } from '../db/schema.js'
 import { agentOf, hashToken, newToken, type Caller } from '../plugins/auth.js'
@@ -12,13 +12,17 @@ import { authErrors, errorResponse, ref } from '../schemas/common.js'
 const security = [{ bearer: [] }]
 const tags = ['agents']
 
+// An agent's webhook URL is for the agent itself and the admin.
+const seesWebhookOf = (caller: Caller | null, name: string): boolean =>
+  caller?.kind === 'admin' || (caller?.kind === 'agent' && caller.agent.name === name)
+
 // The agent itself or the admin may manage an agent; anyone else is told it is forbidden.
 function assertManages (caller: Caller | null, name: string): void {
   if (caller?.kind === 'agent' && caller.agent.name !== name) throw new Forbidden(`only ${name} itself or the admin may do this`)
 }
 
 const agents: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, webhookPolicy } = app
+  const { db, fanout, webhookPolicy } = app
 
   // The registered agent of that name, or a 404.
   async function agentNamed (name: string): Promise<AgentRow> {
@@ -39,17 +43,26 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'registerAgent',
       tags,
       summary: 'Register an agent and get its token',
-      description: 'Needs the admin token when BUS_ADMIN_TOKEN is set; open otherwise. The token is shown only in this answer.',
+      description: 'Needs the admin token when BUS_ADMIN_TOKEN is set; open otherwise. The token is shown only in this answer. ' +
+        'A name is never handed to a new agent while its agent is registered, nor after it deregistered unless the admin ' +
+        'registers with `reuse_name: true`: mail addressed to the old agent must not reach a stranger.',
       security: [{ bearer: [] }, {}],
       body: ref(AgentCreate),
-      response: { 201: ref(AgentWithToken, 'Registered; keep the token.'), ...authErrors, 409: errorResponse('The name is taken.') }
+      response: {
+        201: ref(AgentWithToken, 'Registered; keep the token.'),
+        ...authErrors,
+        409: errorResponse('The name is taken, or belonged to a deregistered agent.')
+      }
     }
   }, async (request, reply) => {
-    const { name, webhook_url: url, ...profile } = request.body
+    const { name, webhook_url: url, reuse_name: reuseName = false, ...profile } = request.body
+    if (reuseName && request.caller?.kind !== 'admin') throw new Forbidden('only the admin may reuse the name of a deregistered agent')
     const webhook = url === undefined ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
     const token = newToken()
-    const row = await createAgent(db, name, profile, hashToken(token), new Date().toISOString(), webhook)
-    if (!row) throw new NameTaken(name)
+    const created = await createAgent(db, name, profile, hashToken(token), new Date().toISOString(), webhook, { reuseName })
+    if (created === 'taken') throw new NameTaken(name)
+    if (created === 'retired') throw new NameRetired(name)
+    const row = created
     request.log.info({ agent: name, webhook: webhook !== undefined }, 'agent registered')
     reply.code(201)
     return { ...toAgentSelf(row), ...(webhook && { webhook_secret: webhook.secret }), token }
@@ -79,6 +92,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       await updateProfile(trx, row.id, profile)
       if (url !== undefined) await setWebhook(trx, row.id, webhook?.url ?? null, webhook?.secret ?? null)
       if (webhook) await queueUndelivered(trx, row.id, now)
+      if (url === null) await clearWebhooks(trx, row.id)
     })
     request.log.info({ agent: name, webhook: url === undefined ? 'unchanged' : url === null ? 'removed' : 'set' }, 'agent updated')
     return { ...toAgentSelf(await agentNamed(name)), ...(webhook && { webhook_secret: webhook.secret }) }
@@ -90,10 +104,14 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'listAgents',
       tags,
       summary: 'List registered agents with their presence',
+      description: 'Every registered agent by name, with `status` (online while it has made a request within BUS_OFFLINE_AFTER_S ' +
+        'or holds a stream open) and `last_seen_at`. Deregistered agents are not listed.',
       security,
       response: { 200: ref(AgentList, 'Registered agents, by name.'), ...authErrors }
     }
-  }, async () => ({ agents: (await listAgents(db)).map(toAgent) }))
+  }, async (request) => ({
+    agents: (await listAgents(db)).map((row) => seesWebhookOf(request.caller, row.name) ? toAgentSelf(row) : toAgent(row))
+  }))
 
   app.get('/agents/:name', {
     onRequest: app.requireAgentOrAdmin,
@@ -101,13 +119,15 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'getAgent',
       tags,
       summary: 'One agent with its presence',
+      description: 'Its profile, `status` and `last_seen_at`, and for the agent itself and the admin its `webhook_url`; ' +
+        '404 for a name that is not registered.',
       security,
       params: AgentParams,
       response: { 200: ref(Agent, 'The agent.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request) => {
     const row = await agentNamed(request.params.name)
-    return toAgent(row)
+    return seesWebhookOf(request.caller, row.name) ? toAgentSelf(row) : toAgent(row)
   })
 
   app.post('/agents/:name/token', {
@@ -116,7 +136,9 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'rotateToken',
       tags,
       summary: 'Replace an agent\'s token',
-      description: 'The agent itself or the admin. The old token stops working at once.',
+      description: 'The agent itself or the admin. The old token stops working at once, and every stream and long-poll ' +
+        'opened with it ends. The webhook is removed too (`webhook_removed` says whether there was one): a token is rotated ' +
+        'because it may have leaked, and whoever held it may have pointed the webhook at themselves. Set it again with PATCH.',
       security,
       params: AgentParams,
       response: { 200: ref(AgentToken, 'The new token.'), ...authErrors, 404: errorResponse('No such agent.') }
@@ -126,9 +148,17 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     assertManages(request.caller, name)
     const row = await agentNamed(name)
     const token = newToken()
-    await setTokenHash(db, row.id, hashToken(token))
-    request.log.info({ agent: name }, 'token rotated')
-    return { name, token }
+    await db.transaction().execute(async (trx) => {
+      await setTokenHash(trx, row.id, hashToken(token))
+      if (row.webhook_url !== null) {
+        await setWebhook(trx, row.id, null, null)
+        await clearWebhooks(trx, row.id)
+      }
+    })
+    // After the commit, as every event: the readers holding the old token end now.
+    fanout.publish({ kind: 'revoked', agentId: row.id })
+    request.log.info({ agent: name, webhookRemoved: row.webhook_url !== null }, 'token rotated')
+    return { name, token, webhook_removed: row.webhook_url !== null }
   })
 
   app.delete('/agents/:name', {
@@ -137,7 +167,8 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'deregisterAgent',
       tags,
       summary: 'Deregister an agent',
-      description: 'The agent itself or the admin. Its token stops working; messages it sent or received stay in the others\' history.',
+      description: 'The agent itself or the admin. Its token stops working and its streams and long-polls end; messages it ' +
+        'sent or received stay in the others\' history. Its name is retired: only the admin can give it to a new agent.',
       security,
       params: AgentParams,
       response: { 204: { type: 'null', description: 'Deregistered.' }, ...authErrors, 404: errorResponse('No such agent.') }
@@ -147,6 +178,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     assertManages(request.caller, name)
     const row = await agentNamed(name)
     await deregisterAgent(db, row.id, new Date().toISOString())
+    fanout.publish({ kind: 'revoked', agentId: row.id })
     request.log.info({ agent: name }, 'agent deregistered')
     return reply.code(204).send()
   })

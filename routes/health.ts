@@ -10,15 +10,23 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'getHealth',
       tags: ['system'],
       summary: 'Liveness and database check, without auth',
-      description: 'Answers 503 while the bus shuts down or cannot reach its database.',
-      response: { 200: ref(Health, 'Serving.'), 503: errorResponse('Shutting down, or the database is unavailable.') }
+      description: 'Answers 503 while the bus shuts down, cannot reach its database, or cannot write to it (disk full, ' +
+        'read-only, the database file deleted or moved); the message says which.',
+      response: { 200: ref(Health, 'Serving.'), 503: errorResponse('Shutting down, or the database is unavailable or cannot write.', { retry: true }) }
     }
-  }, async (request) => {
+  }, async (request, reply) => {
     try {
       await sql`select 1`.execute(app.db)
     } catch (err) {
       request.log.error({ err }, 'health check failed')
+      reply.header('retry-after', '5')
       throw new Unavailable('database unavailable')
+    }
+    // A store that reads but cannot keep a write (disk full, file deleted) is not serving: say which.
+    const problem = app.storageProblem()
+    if (problem !== undefined) {
+      reply.header('retry-after', '5')
+      throw new Unavailable(`database cannot write: ${problem}`)
     }
     return { status: 'ok' as const }
   })

@@ -6,7 +6,8 @@ import { listInbox, listUnreadAfter, rankOf, recordDelivery, syncBroadcasts, typ
 import { BadEventId } from '../errors.js'
 import { agentOf } from '../plugins/auth.js'
 import { Watch, type BusEvent } from '../plugins/fanout.js'
-import { authErrors, errorResponse } from '../schemas/common.js'
+import { authErrors, errorResponse, ref } from '../schemas/common.js'
+import { Message, PresenceEvent, ReceiptEvent } from '../schemas/message.js'
 
 export interface StreamOptions {
   // A comment line this often keeps proxies from closing an idle stream.
@@ -39,32 +40,44 @@ const BATCH_BYTES = 1 << 20
 const MAX_EXTRA = 1000
 
 const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs, maxMessageBytes }) => {
-  const { db, fanout, write, messageCache } = app
+  const { db, fanout, readers, write, messageCache } = app
   const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
   await app.register(fastifySSE, { heartbeatInterval: keepAliveMs })
 
   app.get('/stream', {
     sse: 'only',
     onRequest: app.requireAgent,
+    // A HEAD would run the stream and mark its backlog delivered without sending it.
+    exposeHeadRoute: false,
     schema: {
       operationId: 'streamMessages',
       tags: ['messages'],
       summary: 'Server-sent events: the unread backlog, then new messages as they are stored',
-      description: 'Each `message` event carries an inbox item as JSON and an `id` to resume from (the `Last-Event-ID` header, ' +
-        'or `last_event_id` for clients that cannot set headers). Messages acknowledged meanwhile are skipped. With `receipts=true`, ' +
-        '`receipt` events tell when a recipient read a message the caller sent; with `presence=true`, `presence` events tell who ' +
-        'came online or went offline. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.',
+      description: 'A text/event-stream of three kinds of event:\n\n' +
+        '| event | data | id |\n|---|---|---|\n' +
+        '| `message` | a Message (inbox item) | yes: resume after it with the `Last-Event-ID` header (or `last_event_id`) |\n' +
+        '| `receipt` | a ReceiptEvent, with `receipts=true`: a recipient read a message the caller sent | no |\n' +
+        '| `presence` | a PresenceEvent, with `presence=true`: another agent came online or went offline | no |\n\n' +
+        'The stream sends the unread backlog first (inbox order), then each new message the moment it is stored; messages ' +
+        'acknowledged meanwhile are skipped. `receipt` and `presence` events are signals of the moment and are not replayed ' +
+        'after a reconnect: catch up with `GET /messages/{id}` (its `receipts`) and `GET /agents`. A comment line every 15 s ' +
+        'keeps the connection open; an open stream keeps the agent online.\n\n' +
+        'A stream never ends by itself, so a client that waits for the whole answer (Swagger UI\'s "Execute", a generated ' +
+        'client without SSE support) waits for ever: give `close_after` to see what arrives within that many seconds.',
       security: [{ bearer: [] }],
       querystring: Type.Object({
         receipts: Type.Optional(Type.Boolean({ description: 'Also send `receipt` events.' })),
         presence: Type.Optional(Type.Boolean({ description: 'Also send `presence` events.' })),
-        last_event_id: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this event id (instead of the Last-Event-ID header).' }))
+        last_event_id: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this event id (instead of the Last-Event-ID header).' })),
+        close_after: Type.Optional(Type.Integer({
+          minimum: 1, maximum: 3600, examples: [5], description: 'End the stream after this many seconds (for clients that show an answer only once it ends).'
+        }))
       }, { additionalProperties: false }),
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 64 })) }),
       response: {
         200: {
-          description: 'A text/event-stream of `message`, `receipt` and `presence` events.',
-          content: { 'text/event-stream': { schema: { type: 'string' } } }
+          description: 'A text/event-stream. Each event\'s `data` is one of Message (`message`), ReceiptEvent (`receipt`) or PresenceEvent (`presence`), as JSON.',
+          content: { 'text/event-stream': { schema: { oneOf: [ref(Message), ref(ReceiptEvent), ref(PresenceEvent)] } } }
         },
         ...authErrors,
         406: errorResponse('The client does not accept text/event-stream.')
@@ -72,7 +85,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     }
   }, async (request, reply) => {
     const agent = agentOf(request)
-    const { receipts = false, presence = false, last_event_id: queryId } = request.query
+    const { receipts = false, presence = false, last_event_id: queryId, close_after: closeAfterS } = request.query
     const resumeFrom = request.headers['last-event-id'] ?? queryId
     // Every read first makes the agent's copies of new broadcasts, and reads no further than where that left off.
     const sync = (): Promise<number> => syncBroadcasts(db, write, agent)
@@ -81,7 +94,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     const horizon = await sync()
     let position: Position = resumed ?? { phase: 'backlog', upTo: horizon, rank: 3, seq: 0 }
 
-    const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message')
+    const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message', readers)
     // Receipt and presence events are not in the database, so they queue here, boundedly.
     const extra: Array<{ event: string, data: unknown }> = []
     let overflow = false
@@ -98,6 +111,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     })
     const gone = new AbortController()
     reply.sse.onClose(() => gone.abort())
+    const closeTimer = closeAfterS === undefined ? undefined : setTimeout(() => gone.abort(), closeAfterS * 1000)
     reply.sse.keepAlive()
     reply.sse.sendHeaders()
     // Node holds the head until the first body write; an empty backlog would leave the client waiting for it.
@@ -108,6 +122,8 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     // Each write waits for the socket to drain, so a connection buffers at most about one socket's worth;
     // a reader that takes nothing for stallMs is cut off instead of holding the bus's memory.
     const sendEvent = async (message: { id?: string, event: string, data: unknown }): Promise<boolean> => {
+      // A revoked token stops the stream between two events, not only between two batches.
+      if (watch.closed) return false
       let timer: NodeJS.Timeout | undefined
       const stalled = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), stallMs) })
       const ok = await Promise.race([reply.sse.send(message).then(() => true), stalled])
@@ -116,7 +132,7 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
         log.warn('stream reader too slow: closing')
         reply.raw.destroy()
       }
-      return ok && !gone.signal.aborted
+      return ok && !gone.signal.aborted && !watch.closed
     }
 
     const next = async (): Promise<MessageView[]> => {
@@ -149,6 +165,9 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
         if (batch.length === 0) await watch.wait(keepAliveMs, gone.signal)
       }
     } finally {
+      if (watch.ended === 'revoked') log.info('token revoked: stream closed')
+      if (watch.ended === 'replaced') log.info('more streams and long-polls than BUS_MAX_READERS_PER_AGENT: oldest closed')
+      clearTimeout(closeTimer)
       watch.close()
       unsubscribeExtra()
       // The offline timer starts when the stream closes.

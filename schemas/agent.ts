@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { AgentName, NullableTimestamp, ref, StringEnum, Timestamp } from './common.js'
 
-const webhookUrl = Type.String({ format: 'uri', maxLength: 2048, description: 'New messages are POSTed here, signed (X-Bus-Signature). http(s) only.' })
+const webhookUrl = Type.String({ format: 'uri', maxLength: 2048, description: 'New messages are POSTed here, signed as Standard Webhooks (webhook-signature). http(s) only.' })
 
 const profileFields = {
   description: Type.Optional(Type.String({ maxLength: 1024, description: 'What the agent does.' })),
@@ -12,13 +12,18 @@ const profileFields = {
 export const AgentCreate = Type.Object({
   name: ref(AgentName),
   ...profileFields,
-  webhook_url: Type.Optional(webhookUrl)
-}, { $id: 'AgentCreate', additionalProperties: false })
+  webhook_url: Type.Optional(webhookUrl),
+  reuse_name: Type.Optional(Type.Boolean({ description: 'Admin only: give the name of a deregistered agent to this new one.' }))
+}, {
+  $id: 'AgentCreate',
+  additionalProperties: false,
+  examples: [{ name: 'alice', description: 'Plans the work and hands it out.', capabilities: ['plan'] }]
+})
 
 export const AgentUpdate = Type.Object({
   ...profileFields,
   webhook_url: Type.Optional(Type.Union([webhookUrl, Type.Null()], { description: 'A new webhook URL (with a new secret), or null to stop webhooks.' }))
-}, { $id: 'AgentUpdate', additionalProperties: false })
+}, { $id: 'AgentUpdate', additionalProperties: false, examples: [{ description: 'Reviews pull requests.', capabilities: ['review'] }] })
 export type AgentCreate = Static<typeof AgentCreate>
 
 const agentFields = {
@@ -31,14 +36,17 @@ const agentFields = {
   registered_at: ref(Timestamp)
 }
 
-export const Agent = Type.Object(agentFields, { $id: 'Agent' })
+export const Agent = Type.Object({
+  ...agentFields,
+  webhook_url: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'Shown to the agent itself and the admin only.' }))
+}, { $id: 'Agent' })
 export type Agent = Static<typeof Agent>
 
 // What an agent may see of itself: its webhook, and the secret when one was just made.
 const selfFields = {
   ...agentFields,
   webhook_url: Type.Union([Type.String(), Type.Null()]),
-  webhook_secret: Type.Optional(Type.String({ description: 'Verifies X-Bus-Signature. Shown only when the webhook is set.' }))
+  webhook_secret: Type.Optional(Type.String({ description: 'The Standard Webhooks secret (whsec_…) that verifies each push. Shown only when the webhook is set.' }))
 }
 
 export const AgentSelf = Type.Object(selfFields, { $id: 'AgentSelf' })
@@ -50,7 +58,8 @@ export const AgentWithToken = Type.Object({
 
 export const AgentToken = Type.Object({
   name: ref(AgentName),
-  token: Type.String({ description: 'The new bearer token; the old one stops working now.' })
+  token: Type.String({ description: 'The new bearer token; the old one stops working now.' }),
+  webhook_removed: Type.Boolean({ description: 'The agent had a webhook, and rotation removed it: set it again with PATCH /agents/{name}.' })
 }, { $id: 'AgentToken' })
 
 export const AgentList = Type.Object({
@@ -63,4 +72,4 @@ export const Heartbeat = Type.Object({
   unread: Type.Integer({ description: 'Unread messages in the inbox.' })
 }, { $id: 'Heartbeat' })
 
-export const AgentParams = Type.Object({ name: ref(AgentName) })
+export const AgentParams = Type.Object({ name: { ...ref(AgentName), examples: ['alice'] } })

@@ -35,11 +35,28 @@ export const AgentName = Type.String({
 
 export const Cursor = Type.String({ $id: 'Cursor', minLength: 1, maxLength: 64, description: 'An opaque position to continue a listing from.' })
 
-export const errorResponse = (description: string) => ref(ErrorResponse, description)
+// An error answer. `retry` adds the Retry-After header that 429 and 503 answers carry.
+export const errorResponse = (description: string, { retry = false } = {}) => retry
+  ? { ...ref(ErrorResponse, description), headers: { 'retry-after': { type: 'integer', minimum: 0, description: 'Seconds to wait before retrying.' } } }
+  : ref(ErrorResponse, description)
 
 // The error answers every authenticated route can give.
 export const authErrors = {
   400: errorResponse('Invalid request; the message names the field.'),
   401: errorResponse('Missing, invalid or revoked token.'),
   403: errorResponse('The token is valid but may not do this.')
+}
+
+// What any route may answer whatever it does: the request came too slowly, too many requests, or the bus is
+// overloaded, shutting down or cannot write. plugins/swagger.ts adds them to every route that does not say otherwise.
+export const transportErrors = {
+  408: errorResponse('The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS.'),
+  429: errorResponse('Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds.', { retry: true }),
+  503: errorResponse('Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds.', { retry: true })
+}
+
+// What a route with a request body may also answer.
+export const bodyErrors = {
+  413: errorResponse('The request body is larger than the bus accepts.'),
+  415: errorResponse('The body is not JSON: send it with Content-Type: application/json.')
 }

@@ -1,6 +1,6 @@
 import { AgentName, Cursor, ErrorResponse, Priority, Timestamp } from './common.js'
 import { Agent, AgentCreate, AgentList, AgentSelf, AgentToken, AgentUpdate, AgentWithToken, Heartbeat } from './agent.js'
-import { AckBody, AckResult, Message, MessageCreate, MessagePage, MessageSent, Receipt, Thread } from './message.js'
+import { AckBody, AckResult, Message, MessageCreate, MessagePage, MessageSent, PresenceEvent, Receipt, ReceiptEvent, Thread } from './message.js'
 import { Health, Stats } from './stats.js'
 
 // Every schema with an $id, registered once at the root; each becomes a named OpenAPI component.
@@ -8,6 +8,6 @@ import { Health, Stats } from './stats.js'
 export const schemas = [
   ErrorResponse, Timestamp, Priority, AgentName, Cursor,
   AgentCreate, AgentUpdate, Agent, AgentSelf, AgentWithToken, AgentToken, AgentList, Heartbeat,
-  MessageCreate, MessageSent, Receipt, Message, MessagePage, Thread, AckBody, AckResult,
+  MessageCreate, MessageSent, Receipt, Message, MessagePage, Thread, AckBody, AckResult, ReceiptEvent, PresenceEvent,
   Stats, Health
 ]

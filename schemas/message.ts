@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { AgentName, Cursor, NullableTimestamp, Priority, ref, Timestamp } from './common.js'
+import { AgentName, Cursor, NullableTimestamp, Priority, ref, StringEnum, Timestamp } from './common.js'
 
 const MessageId = Type.Integer({ minimum: 1, description: 'A message id; ids grow in the order messages are stored.' })
 
@@ -8,12 +8,17 @@ export const MessageCreate = Type.Object({
     ref(AgentName),
     Type.Array(ref(AgentName), { minItems: 1, maxItems: 1000, uniqueItems: true })
   ], { description: 'One recipient or a list of them. Omit it to broadcast to every other registered agent.' })),
-  body: Type.String({ description: 'The message text; at most BUS_MAX_MESSAGE_BYTES bytes of UTF-8.' }),
+  body: Type.String({ description: 'The message text. It may be empty when `data` carries the payload; a message with neither is refused (400). ' +
+    'Body, subject and data together are at most BUS_MAX_MESSAGE_BYTES bytes (413 above).' }),
   subject: Type.Optional(Type.String({ maxLength: 256 })),
   priority: Type.Optional(ref(Priority)),
   reply_to: Type.Optional({ ...MessageId, description: 'A message the sender sent or received; the reply joins its thread.' }),
-  data: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Structured payload, any JSON object.' }))
-}, { $id: 'MessageCreate', additionalProperties: false })
+  data: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Structured payload, any JSON object (nested at most 32 levels).' }))
+}, {
+  $id: 'MessageCreate',
+  additionalProperties: false,
+  examples: [{ to: 'bob', subject: 'review', body: 'Can you review PR 12?', priority: 'high' }]
+})
 export type MessageCreate = Static<typeof MessageCreate>
 
 export const MessageSent = Type.Object({
@@ -84,7 +89,7 @@ export const HistoryQuery = Type.Object({
 
 export const AckBody = Type.Object({
   ids: Type.Array(MessageId, { minItems: 1, maxItems: 1000, description: 'Ids of messages in the caller\'s inbox.' })
-}, { $id: 'AckBody', additionalProperties: false })
+}, { $id: 'AckBody', additionalProperties: false, examples: [{ ids: [1] }] })
 
 export const AckResult = Type.Object({
   acked: Type.Integer({ description: 'Newly marked read.' }),
@@ -92,4 +97,18 @@ export const AckResult = Type.Object({
   not_found: Type.Array(MessageId, { description: 'Not in the caller\'s inbox.' })
 }, { $id: 'AckResult' })
 
-export const MessageParams = Type.Object({ id: MessageId })
+export const MessageParams = Type.Object({ id: { ...MessageId, examples: [1] } })
+
+// The events of GET /stream. `message` events carry a Message and an id to resume from; these two are signals of
+// the moment, not stored events, so they carry no id and are not replayed: after a reconnect, GET /messages/{id}
+// shows the receipts of a message and GET /agents who is online.
+export const ReceiptEvent = Type.Object({
+  message_id: MessageId,
+  agent: ref(AgentName),
+  read_at: ref(Timestamp)
+}, { $id: 'ReceiptEvent', description: 'The data of a `receipt` event: a recipient acknowledged a message the caller sent.' })
+
+export const PresenceEvent = Type.Object({
+  agent: ref(AgentName),
+  status: StringEnum(['online', 'offline'])
+}, { $id: 'PresenceEvent', description: 'The data of a `presence` event: another agent came online or went offline.' })

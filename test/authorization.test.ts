@@ -53,7 +53,7 @@ t.test('every route gives every kind of caller the documented answer, and nobody
     async () => ({ method: 'GET', url: `/threads/${id}`, expect: { none: 401, bad: 401, other: 404, self: 200, admin: 403 } }),
     async () => ({ method: 'GET', url: `/history?with=alice&thread=${id}`, expect: agentOnly(200) }),
     async () => ({ method: 'GET', url: '/stream', expect: agentOnly(200) }),
-    async () => ({ method: 'GET', url: '/stats', expect: anyone(200) }),
+    async () => ({ method: 'GET', url: '/stats', expect: { none: 401, bad: 401, other: 403, self: 403, admin: 200 } }),
     async () => ({ method: 'GET', url: '/health', expect: { none: 200, bad: 200, other: 200, self: 200, admin: 200 } })
   ]
 

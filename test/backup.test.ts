@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import SQLite from 'better-sqlite3'
@@ -11,7 +12,8 @@ const json = { 'content-type': 'application/json' }
 t.test('npm run backup takes a consistent copy while the bus serves, and the copy has every message', async (t) => {
   const dir = t.testdir()
   const db = join(dir, 'bus.db')
-  const server = startServer({ BUS_DB: db })
+  // 300 sends at once from one address: more connections than the per-address cap allows.
+  const server = startServer({ BUS_DB: db, BUS_MAX_CONNECTIONS_PER_ADDRESS: '0' })
   t.teardown(() => server.child.kill('SIGKILL'))
   const base = await server.url
   const token = (await (await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify({ name: 'alice' }) })).json()).token
@@ -38,7 +40,44 @@ t.test('npm run backup takes a consistent copy while the bus serves, and the cop
   t.ok(inbox.messages.length >= 300, `${inbox.messages.length} messages served from the restored copy`)
 })
 
-t.test('backup without a target explains its use', async (t) => {
-  const failed = await run(process.execPath, ['dist/scripts/backup.js']).catch((err: { code: number, stderr: string }) => err)
-  t.match(failed, { code: 2, stderr: /usage: npm run backup -- <file>/ })
+interface Failed { code: number, stdout: string, stderr: string }
+const backup = (args: string[], env: Record<string, string> = {}) =>
+  run(process.execPath, ['dist/scripts/backup.js', ...args], { env: { ...process.env, ...env } }).catch((err: Failed) => err)
+
+t.test('backup without a target, or with an unknown option, explains its use', async (t) => {
+  for (const args of [[], ['--forse', 'copy.db'], ['a.db', 'b.db']]) {
+    t.match(await backup(args), { code: 2, stderr: /^usage: npm run backup -- \[--force\] <file>/ }, args.join(' '))
+  }
+})
+
+// The backup needs only a SQLite file at BUS_DB, not a running bus.
+function smallBus (dir: string): string {
+  const path = join(dir, 'bus.db')
+  const db = new SQLite(path)
+  db.exec("create table messages (body text); insert into messages values ('kept')")
+  db.close()
+  return path
+}
+
+t.test('a backup into a folder that does not exist fails with one line, not a stack trace, and creates nothing', async (t) => {
+  const dir = t.testdir()
+  const failed = await backup([join(dir, 'missing', 'copy.db')], { BUS_DB: smallBus(dir) })
+  t.match(failed, { code: 1, stderr: /^agent-bus backup: folder \S*missing does not exist: create it first\n$/ })
+  t.notOk(existsSync(join(dir, 'missing')))
+})
+
+t.test('a backup refuses to overwrite an existing file, and overwrites it with --force before or after the file', async (t) => {
+  const dir = t.testdir({ 'copy.db': 'an earlier backup' })
+  const env = { BUS_DB: smallBus(dir) }
+  const target = join(dir, 'copy.db')
+  t.match(await backup([target], env), { code: 1, stderr: /^agent-bus backup: \S*copy\.db already exists: add --force to overwrite it\n$/ })
+  t.equal(readFileSync(target, 'utf8'), 'an earlier backup', 'the existing file is untouched')
+
+  for (const args of [['--force', target], [target, '--force']]) {
+    t.match(await backup(args, env), { stdout: /^backed up \S*bus\.db to \S*copy\.db/ }, args.join(' '))
+    const copy = new SQLite(target, { readonly: true })
+    t.strictSame(copy.prepare('select body from messages').all(), [{ body: 'kept' }], 'the file is now the copy')
+    copy.close()
+  }
+  t.strictSame(readdirSync(dir).sort(), ['bus.db', 'copy.db'], 'no partial copy is left beside it')
 })

@@ -20,6 +20,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
   t.teardown(hook.close)
   const env = { BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_RETRY_BASE_MS: '400' }
   const first = startServer(env)
+  t.teardown(() => first.child.kill('SIGKILL'))
   const base = await first.url
   const bob = await registerOver(base, { name: 'bob', webhook_url: hook.url })
   const alice = await registerOver(base, { name: 'alice' })

@@ -1,8 +1,13 @@
 import { spawn } from 'node:child_process'
 
+// Stops the server when this process dies, however it dies (see the fixture); startServer gives it stdin as a pipe.
+const exitWithParent = new URL('./fixtures/exit-with-parent.mjs', import.meta.url).href
+
 // The real process, the way `npm start` runs it (npm test builds dist/ first).
 export function startServer (env: Record<string, string>) {
-  const child = spawn(process.execPath, ['dist/server.js'], { env: { ...process.env, PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, ['--import', exitWithParent, 'dist/server.js'], {
+    env: { ...process.env, PORT: '0', ...env }, stdio: ['pipe', 'pipe', 'pipe']
+  })
   let out = ''
   let err = ''
   child.stdout.on('data', (d) => { out += d })

@@ -42,10 +42,12 @@ t.test('a store that cannot write answers 503, keeps nothing partial, and recove
   t.equal(full.headers['retry-after'], '5')
   t.equal(await count(app, 'messages'), messages, 'no message row was kept')
   t.equal(await count(app, 'deliveries'), deliveries, 'no delivery row was kept')
-  t.equal((await app.inject({ url: '/health' })).statusCode, 200, 'reads still work')
+  t.equal((await app.inject({ url: '/inbox', headers: alice.auth })).statusCode, 200, 'reads still work')
+  t.match((await app.inject({ url: '/health' })).json(), { statusCode: 503, message: 'database cannot write: disk full' }, 'health says why')
 
   await sql.raw('pragma max_page_count = 1073741823').execute(app.db)
   t.equal((await send(app, alice, { to: ['bob', 'carol'], body: big })).statusCode, 201, 'writes work again once there is room')
+  t.equal((await app.inject({ url: '/health' })).statusCode, 200)
 })
 
 t.test('a read-only database answers 503 on writes', async (t) => {
@@ -55,6 +57,7 @@ t.test('a read-only database answers 503 on writes', async (t) => {
   const res = await send(app, alice, { to: 'alice', body: 'x' })
   t.equal(res.statusCode, 503)
   t.match(res.json().message, /read-only/)
+  t.match((await app.inject({ url: '/health' })).json(), { statusCode: 503, message: 'database cannot write: database is read-only' })
   await sql`pragma query_only = 0`.execute(app.db)
   t.equal((await send(app, alice, { to: 'alice', body: 'x' })).statusCode, 201)
 })
@@ -95,7 +98,7 @@ t.test('oversized requests get 413 without the body being read whole, and slow r
 
   const huge = connect(port, '127.0.0.1')
   await once(huge, 'connect')
-  huge.write(`POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n`)
+  huge.write(`POST /send HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n`)
   let answer = ''
   huge.on('data', (d) => { answer += d })
   huge.write('{"to":"alice","body":"' + 'x'.repeat(100_000))
@@ -104,7 +107,7 @@ t.test('oversized requests get 413 without the body being read whole, and slow r
 
   const slow = connect(port, '127.0.0.1')
   await once(slow, 'connect')
-  slow.write(`POST /send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"to":`)
+  slow.write(`POST /send HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"to":`)
   let slowAnswer = ''
   slow.on('data', (d) => { slowAnswer += d })
   const started = Date.now()

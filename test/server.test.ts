@@ -8,6 +8,7 @@ t.test('the server starts as the README says, serves HTTP, and shuts down cleanl
   const dir = t.testdir()
   const db = join(dir, 'data', 'bus.db')
   const server = startServer({ BUS_DB: db })
+  t.teardown(() => server.child.kill('SIGKILL'))
   const base = await server.url
   const post = (path: string, body: unknown, token?: string) => fetch(`${base}${path}`, {
     method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }
@@ -33,6 +34,7 @@ t.test('the server starts as the README says, serves HTTP, and shuts down cleanl
 
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
   const server = startServer({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_OFFLINE_AFTER_S: 'soon' })
+  t.teardown(() => server.child.kill('SIGKILL'))
   const [code] = await once(server.child, 'exit')
   t.equal(code, 1)
   t.match(server.errors(), /BUS_OFFLINE_AFTER_S/)

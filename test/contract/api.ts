@@ -7,12 +7,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List registered agents with their presence */
+        /**
+         * List registered agents with their presence
+         * @description Every registered agent by name, with `status` (online while it has made a request within BUS_OFFLINE_AFTER_S or holds a stream open) and `last_seen_at`. Deregistered agents are not listed.
+         */
         get: operations["listAgents"];
         put?: never;
         /**
          * Register an agent and get its token
-         * @description Needs the admin token when BUS_ADMIN_TOKEN is set; open otherwise. The token is shown only in this answer.
+         * @description Needs the admin token when BUS_ADMIN_TOKEN is set; open otherwise. The token is shown only in this answer. A name is never handed to a new agent while its agent is registered, nor after it deregistered unless the admin registers with `reuse_name: true`: mail addressed to the old agent must not reach a stranger.
          */
         post: operations["registerAgent"];
         delete?: never;
@@ -28,13 +31,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One agent with its presence */
+        /**
+         * One agent with its presence
+         * @description Its profile, `status` and `last_seen_at`, and for the agent itself and the admin its `webhook_url`; 404 for a name that is not registered.
+         */
         get: operations["getAgent"];
         put?: never;
         post?: never;
         /**
          * Deregister an agent
-         * @description The agent itself or the admin. Its token stops working; messages it sent or received stay in the others' history.
+         * @description The agent itself or the admin. Its token stops working and its streams and long-polls end; messages it sent or received stay in the others' history. Its name is retired: only the admin can give it to a new agent.
          */
         delete: operations["deregisterAgent"];
         options?: never;
@@ -57,7 +63,7 @@ export interface paths {
         put?: never;
         /**
          * Replace an agent's token
-         * @description The agent itself or the admin. The old token stops working at once.
+         * @description The agent itself or the admin. The old token stops working at once, and every stream and long-poll opened with it ends. The webhook is removed too (`webhook_removed` says whether there was one): a token is rotated because it may have leaked, and whoever held it may have pointed the webhook at themselves. Set it again with PATCH.
          */
         post: operations["rotateToken"];
         delete?: never;
@@ -97,7 +103,7 @@ export interface paths {
         put?: never;
         /**
          * Send a direct or broadcast message
-         * @description The sender is the token's agent. Omit `to` to broadcast to every other agent. An Idempotency-Key header makes a retry answer the first result instead of storing a duplicate.
+         * @description The sender is the token's agent. Omit `to` to broadcast to every other agent. An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again (with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422.
          */
         post: operations["sendMessage"];
         delete?: never;
@@ -215,7 +221,17 @@ export interface paths {
         };
         /**
          * Server-sent events: the unread backlog, then new messages as they are stored
-         * @description Each `message` event carries an inbox item as JSON and an `id` to resume from (the `Last-Event-ID` header, or `last_event_id` for clients that cannot set headers). Messages acknowledged meanwhile are skipped. With `receipts=true`, `receipt` events tell when a recipient read a message the caller sent; with `presence=true`, `presence` events tell who came online or went offline. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.
+         * @description A text/event-stream of three kinds of event:
+         *
+         *     | event | data | id |
+         *     |---|---|---|
+         *     | `message` | a Message (inbox item) | yes: resume after it with the `Last-Event-ID` header (or `last_event_id`) |
+         *     | `receipt` | a ReceiptEvent, with `receipts=true`: a recipient read a message the caller sent | no |
+         *     | `presence` | a PresenceEvent, with `presence=true`: another agent came online or went offline | no |
+         *
+         *     The stream sends the unread backlog first (inbox order), then each new message the moment it is stored; messages acknowledged meanwhile are skipped. `receipt` and `presence` events are signals of the moment and are not replayed after a reconnect: catch up with `GET /messages/{id}` (its `receipts`) and `GET /agents`. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.
+         *
+         *     A stream never ends by itself, so a client that waits for the whole answer (Swagger UI's "Execute", a generated client without SSE support) waits for ever: give `close_after` to see what arrives within that many seconds.
          */
         get: operations["streamMessages"];
         put?: never;
@@ -233,7 +249,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Counts of agents and messages, database size, uptime */
+        /**
+         * Counts of agents and messages, database size, uptime
+         * @description Only the admin when the bus has an admin token (BUS_ADMIN_TOKEN); any agent on a bus without one. How many agents are registered and online, how many messages are stored, unread and archived, the database size and schema version, and how long the bus has run. The message figures are counters kept by every write, so a call costs the same whatever the size of the bus.
+         */
         get: operations["getStats"];
         put?: never;
         post?: never;
@@ -252,7 +271,7 @@ export interface paths {
         };
         /**
          * Liveness and database check, without auth
-         * @description Answers 503 while the bus shuts down or cannot reach its database.
+         * @description Answers 503 while the bus shuts down, cannot reach its database, or cannot write to it (disk full, read-only, the database file deleted or moved); the message says which.
          */
         get: operations["getHealth"];
         put?: never;
@@ -276,7 +295,7 @@ export interface webhooks {
         put?: never;
         /**
          * A new message for the agent, pushed to its webhook
-         * @description Retried with exponential backoff until a 2xx, for up to BUS_WEBHOOK_MAX_AGE_S. At least once: deduplicate on X-Bus-Message-Id.
+         * @description Signed as the Standard Webhooks specification says (standardwebhooks.com): verify with the `standardwebhooks` package or one of its ports, using the `webhook_secret` (`whsec_…`) answered when the webhook was set. Retried with exponential backoff until a 2xx, for up to BUS_WEBHOOK_MAX_AGE_S. At least once: deduplicate on `webhook-id`, which is the message id.
          */
         post: operations["receiveMessage"];
         delete?: never;
@@ -313,6 +332,15 @@ export interface components {
         AgentName: string;
         /** @description An opaque position to continue a listing from. */
         Cursor: string;
+        /**
+         * @example {
+         *       "name": "alice",
+         *       "description": "Plans the work and hands it out.",
+         *       "capabilities": [
+         *         "plan"
+         *       ]
+         *     }
+         */
         AgentCreate: {
             name: components["schemas"]["AgentName"];
             /** @description What the agent does. */
@@ -325,10 +353,20 @@ export interface components {
             };
             /**
              * Format: uri
-             * @description New messages are POSTed here, signed (X-Bus-Signature). http(s) only.
+             * @description New messages are POSTed here, signed as Standard Webhooks (webhook-signature). http(s) only.
              */
             webhook_url?: string;
+            /** @description Admin only: give the name of a deregistered agent to this new one. */
+            reuse_name?: boolean;
         };
+        /**
+         * @example {
+         *       "description": "Reviews pull requests.",
+         *       "capabilities": [
+         *         "review"
+         *       ]
+         *     }
+         */
         AgentUpdate: {
             /** @description What the agent does. */
             description?: string;
@@ -356,6 +394,8 @@ export interface components {
              */
             last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
+            /** @description Shown to the agent itself and the admin only. */
+            webhook_url?: string | null;
         };
         AgentSelf: {
             name: components["schemas"]["AgentName"];
@@ -373,7 +413,7 @@ export interface components {
             last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
             webhook_url: string | null;
-            /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
+            /** @description The Standard Webhooks secret (whsec_…) that verifies each push. Shown only when the webhook is set. */
             webhook_secret?: string;
         };
         AgentWithToken: {
@@ -392,7 +432,7 @@ export interface components {
             last_seen_at: string | null;
             registered_at: components["schemas"]["Timestamp"];
             webhook_url: string | null;
-            /** @description Verifies X-Bus-Signature. Shown only when the webhook is set. */
+            /** @description The Standard Webhooks secret (whsec_…) that verifies each push. Shown only when the webhook is set. */
             webhook_secret?: string;
             /** @description The bearer token. Shown only this once: the bus keeps only its hash. */
             token: string;
@@ -401,6 +441,8 @@ export interface components {
             name: components["schemas"]["AgentName"];
             /** @description The new bearer token; the old one stops working now. */
             token: string;
+            /** @description The agent had a webhook, and rotation removed it: set it again with PATCH /agents/{name}. */
+            webhook_removed: boolean;
         };
         AgentList: {
             agents: components["schemas"]["Agent"][];
@@ -412,16 +454,24 @@ export interface components {
             /** @description Unread messages in the inbox. */
             unread: number;
         };
+        /**
+         * @example {
+         *       "to": "bob",
+         *       "subject": "review",
+         *       "body": "Can you review PR 12?",
+         *       "priority": "high"
+         *     }
+         */
         MessageCreate: {
             /** @description One recipient or a list of them. Omit it to broadcast to every other registered agent. */
             to?: components["schemas"]["AgentName"] | components["schemas"]["AgentName"][];
-            /** @description The message text; at most BUS_MAX_MESSAGE_BYTES bytes of UTF-8. */
+            /** @description The message text. It may be empty when `data` carries the payload; a message with neither is refused (400). Body, subject and data together are at most BUS_MAX_MESSAGE_BYTES bytes (413 above). */
             body: string;
             subject?: string;
             priority?: components["schemas"]["Priority"];
             /** @description A message the sender sent or received; the reply joins its thread. */
             reply_to?: number;
-            /** @description Structured payload, any JSON object. */
+            /** @description Structured payload, any JSON object (nested at most 32 levels). */
             data?: {
                 [key: string]: unknown;
             };
@@ -495,6 +545,13 @@ export interface components {
             thread_id: number;
             messages: components["schemas"]["Message"][];
         };
+        /**
+         * @example {
+         *       "ids": [
+         *         1
+         *       ]
+         *     }
+         */
         AckBody: {
             /** @description Ids of messages in the caller's inbox. */
             ids: number[];
@@ -507,17 +564,36 @@ export interface components {
             /** @description Not in the caller's inbox. */
             not_found: number[];
         };
+        /** @description The data of a `receipt` event: a recipient acknowledged a message the caller sent. */
+        ReceiptEvent: {
+            /** @description A message id; ids grow in the order messages are stored. */
+            message_id: number;
+            agent: components["schemas"]["AgentName"];
+            read_at: components["schemas"]["Timestamp"];
+        };
+        /** @description The data of a `presence` event: another agent came online or went offline. */
+        PresenceEvent: {
+            agent: components["schemas"]["AgentName"];
+            /** @enum {string} */
+            status: "online" | "offline";
+        };
+        /** @description Figures for the whole bus. Each is read from a counter or a small index, so reading them costs the same at ten messages as at ten million. */
         Stats: {
             agents: {
+                /** @description Registered agents (deregistered ones are not counted). */
                 total: number;
+                /** @description Registered agents seen within BUS_OFFLINE_AFTER_S. */
                 online: number;
             };
+            /** @description Counters kept in the same transaction as each write that changes them: exact, and read without counting. */
             messages: {
-                /** @description Stored messages, live and archived. */
+                /** @description Messages ever stored, live and archived: messages are archived, never deleted. */
                 total: number;
-                /** @description Deliveries not yet acknowledged. */
+                /** @description Copies of messages that registered agents have not acknowledged, including broadcast copies an agent has not read up to yet. The copies of an agent stop counting when it deregisters: it will never read them. */
                 unread: number;
+                /** @description Messages moved to the archive (read by every registered recipient, and old). */
                 archived: number;
+                /** @description Messages ever stored, by priority; they add up to total. */
                 by_priority: {
                     normal: number;
                     high: number;
@@ -525,10 +601,12 @@ export interface components {
                 };
             };
             database: {
+                /** @description The database file and its write-ahead log, in bytes. */
                 size_bytes: number;
                 /** @description The latest applied migration. */
                 schema_version: string;
             };
+            /** @description Seconds since the bus started. */
             uptime_s: number;
         };
         Health: {
@@ -589,6 +667,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     registerAgent: {
@@ -640,9 +749,58 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The name is taken. */
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The name is taken, or belonged to a deregistered agent. */
             409: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -707,6 +865,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     deregisterAgent: {
@@ -757,6 +946,37 @@ export interface operations {
             /** @description No such agent. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -825,6 +1045,55 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     rotateToken: {
@@ -883,6 +1152,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     heartbeat: {
@@ -930,13 +1230,47 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     sendMessage: {
         parameters: {
             query?: never;
             header?: {
-                /** @description Any unique string per logical send. */
+                /**
+                 * @description Any unique string per logical send.
+                 * @example job-42
+                 */
                 "idempotency-key"?: string;
             };
             path?: never;
@@ -948,9 +1282,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Stored and delivered to every recipient's inbox. */
+            /** @description Stored and delivered to every recipient's inbox; or, for a repeated Idempotency-Key, the message it stored first. */
             201: {
                 headers: {
+                    /** @description Present when this answers a repeated Idempotency-Key: nothing new was stored. */
+                    "idempotent-replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
@@ -993,9 +1329,58 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description The body is larger than BUS_MAX_MESSAGE_BYTES. */
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body, subject and data together are larger than BUS_MAX_MESSAGE_BYTES; nothing was stored. */
             413: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The Idempotency-Key was used before for a different request; nothing was stored. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1058,6 +1443,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     ackMessages: {
@@ -1109,6 +1525,55 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     getMessage: {
@@ -1116,7 +1581,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description A message id; ids grow in the order messages are stored. */
+                /**
+                 * @description A message id; ids grow in the order messages are stored.
+                 * @example 1
+                 */
                 id: number;
             };
             cookie?: never;
@@ -1168,6 +1636,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     getThread: {
@@ -1175,7 +1674,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description A message id; ids grow in the order messages are stored. */
+                /**
+                 * @description A message id; ids grow in the order messages are stored.
+                 * @example 1
+                 */
                 id: number;
             };
             cookie?: never;
@@ -1221,6 +1723,37 @@ export interface operations {
             /** @description No such thread visible to the caller. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1292,6 +1825,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     streamMessages: {
@@ -1303,6 +1867,11 @@ export interface operations {
                 presence?: boolean;
                 /** @description Resume after this event id (instead of the Last-Event-ID header). */
                 last_event_id?: string;
+                /**
+                 * @description End the stream after this many seconds (for clients that show an answer only once it ends).
+                 * @example 5
+                 */
+                close_after?: number;
             };
             header?: {
                 "last-event-id"?: string;
@@ -1312,13 +1881,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A text/event-stream of `message`, `receipt` and `presence` events. */
+            /** @description A text/event-stream. Each event's `data` is one of Message (`message`), ReceiptEvent (`receipt`) or PresenceEvent (`presence`), as JSON. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["Message"] | components["schemas"]["ReceiptEvent"] | components["schemas"]["PresenceEvent"];
                 };
             };
             /** @description Invalid request; the message names the field. */
@@ -1351,6 +1920,37 @@ export interface operations {
             /** @description The client does not accept text/event-stream. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1404,6 +2004,37 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     getHealth: {
@@ -1424,9 +2055,20 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            /** @description Shutting down, or the database is unavailable. */
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Shutting down, or the database is unavailable or cannot write. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1439,10 +2081,17 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 with the webhook secret over "<t>.<raw body>">. Reject old t to stop replays. */
-                "X-Bus-Signature": string;
-                /** @description The message id. */
-                "X-Bus-Message-Id": string;
+                /** @description The message id: the same on every retry. */
+                "webhook-id": string;
+                /** @description Unix seconds when this attempt was signed. Reject old ones to stop replays. */
+                "webhook-timestamp": string;
+                /** @description `v1,<base64 HMAC-SHA256 over "<webhook-id>.<webhook-timestamp>.<raw body>">`, keyed with the base64-decoded part of the secret after `whsec_`. */
+                "webhook-signature": string;
+                /**
+                 * @deprecated
+                 * @description The bus's former scheme, kept for existing receivers: t=<unix seconds>,v1=<hex HMAC-SHA256 keyed with the whole secret over "<t>.<raw body>">.
+                 */
+                "X-Bus-Signature"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1455,6 +2104,13 @@ export interface operations {
         responses: {
             /** @description Delivered: the bus records delivered_at and stops. */
             "2XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Refused (a bad signature, say): the bus retries, as for any answer other than a 2xx. */
+            "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -62,6 +62,7 @@ function verify (t: Test, path: string, outcome: Outcome): void {
 
 async function setup (t: Test, env: Record<string, string>) {
   const server = startServer(env)
+  t.teardown(() => server.child.kill('SIGKILL'))
   const base = await server.url
   const tokens: string[] = []
   for (const name of ['sink', 'sink2', 'a1', 'a2', 'a3', 'a4']) {
@@ -76,6 +77,8 @@ t.test(`${CYCLES} SIGKILLs under concurrent sends lose no acknowledged message`,
   const env = { BUS_DB: path }
   const outcome: Outcome = { answered: new Map(), tried: new Set(), other: [] }
   let { server, tokens } = await setup(t, env)
+  // Reads the variable at teardown, so it stops whichever cycle's server is running if the test fails mid-way.
+  t.teardown(() => server.child.kill('SIGKILL'))
   for (let cycle = 0; cycle < CYCLES; cycle++) {
     if (cycle > 0) server = startServer(env)
     const base = await server.url

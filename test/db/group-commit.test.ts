@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import SQLite from 'better-sqlite3'
+import { sql } from 'kysely'
 import t from 'tap'
 import { createGroupCommit } from '../../db/group-commit.js'
 import { migrateToLatest } from '../../db/migrate.js'
@@ -45,4 +46,33 @@ t.test('a failed commit rejects every write in the batch', async (t) => {
   await db.destroy()
   const results = await Promise.allSettled([1, 2, 3].map(() => write(async (trx) => trx.selectFrom('agents').selectAll().execute())))
   t.ok(results.every((r) => r.status === 'rejected'))
+})
+
+t.test('when SQLite rolls a transaction back by itself, every caller hears the first error, and writing goes on', async (t) => {
+  const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
+  t.teardown(() => db.destroy())
+  await migrateToLatest(db)
+  const write = createGroupCommit(db)
+  // What SQLite does on SQLITE_FULL or an I/O error at the wrong moment: the whole transaction is gone, so the
+  // ROLLBACK (or ROLLBACK TO) sent afterwards fails with "no transaction is active" or "no such savepoint".
+  const diskFull = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' })
+  const failLikeSqlite = async (trx: Parameters<Parameters<typeof write>[0]>[0]) => {
+    await sql`rollback`.execute(trx)
+    throw diskFull
+  }
+
+  const alone = await Promise.allSettled([write(failLikeSqlite)])
+  t.strictSame(alone, [{ status: 'rejected', reason: diskFull }], 'a batch of one')
+
+  const together = await Promise.allSettled([
+    write(async (trx) => trx.insertInto('agents').values(agent('kept-by-nobody')).execute()),
+    write(failLikeSqlite),
+    write(async (trx) => trx.insertInto('agents').values(agent('nor-this')).execute())
+  ])
+  t.strictSame(together.map((r) => r.status === 'rejected' ? r.reason : 'resolved'), [diskFull, diskFull, diskFull],
+    'a shared batch: its earlier writes were rolled back with it, so they fail with the same error')
+  t.strictSame(await db.selectFrom('agents').select('name').execute(), [], 'nothing of either batch was kept')
+
+  await write(async (trx) => trx.insertInto('agents').values(agent('after')).execute())
+  t.strictSame(await db.selectFrom('agents').select('name').execute(), [{ name: 'after' }], 'the next batch commits')
 })

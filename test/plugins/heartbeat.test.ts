@@ -27,7 +27,7 @@ t.test('sweepStaleAgents marks offline exactly the agents silent for longer than
 t.test('standalone on a bare Fastify: the real timer marks a silent agent offline, and close waits for it', async (t) => {
   const app = Fastify()
   await app.register(db, { path: join(t.testdir(), 'bus.db'), sync: 'normal' })
-  await app.register(fanout)
+  await app.register(fanout, { maxReadersPerAgent: 8 })
   await app.register(heartbeat, { offlineAfterMs: 50, intervalMs: 20 })
   const presence: unknown[] = []
   app.fanout.subscribe(0, (event) => presence.push(event))

@@ -1,16 +1,23 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { createTargetPolicy, retryDelayMs, signWebhook } from '../../plugins/webhooks.js'
+import { retryDelayMs } from '../../plugins/webhooks.js'
+import { newWebhookSecret, signWebhook } from '../../webhooks/sign.js'
+import { createTargetPolicy } from '../../webhooks/target.js'
 import { build, register, send } from '../helper.js'
-import { receiver, verify, type Hit } from '../webhook-receiver.js'
+import { receiver, verify, verifyLegacy } from '../webhook-receiver.js'
 
-t.test('signatures verify, and fail for another body or secret', async (t) => {
-  const hit = (body: string, sig: string): Hit => ({ headers: { 'x-bus-signature': sig }, body, status: 200 })
+// The receivers of these tests listen on 127.0.0.1, which webhooks may not reach by default.
+const local = { BUS_WEBHOOK_ALLOW_PRIVATE: 'true' }
+
+t.test('signatures verify, and fail for another body, secret or an old timestamp', async (t) => {
+  const secret = newWebhookSecret()
   const now = Math.floor(Date.now() / 1000)
-  t.ok(verify('s3cret', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now))))
-  t.notOk(verify('s3cret', hit('{"a":2}', signWebhook('s3cret', '{"a":1}', now))))
-  t.notOk(verify('other', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now))))
-  t.notOk(verify('s3cret', hit('{"a":1}', signWebhook('s3cret', '{"a":1}', now - 3600))), 'an old timestamp is a replay')
+  const hit = (body: string, headers: object) => ({ headers: { ...headers }, body })
+  t.ok(verify(secret, hit('{"a":1}', signWebhook(secret, '7', now, '{"a":1}'))))
+  t.notOk(verify(secret, hit('{"a":2}', signWebhook(secret, '7', now, '{"a":1}'))))
+  t.notOk(verify(newWebhookSecret(), hit('{"a":1}', signWebhook(secret, '7', now, '{"a":1}'))))
+  t.notOk(verify(secret, hit('{"a":1}', { ...signWebhook(secret, '7', now, '{"a":1}'), 'webhook-id': '8' })), 'the id is signed')
+  t.notOk(verify(secret, hit('{"a":1}', signWebhook(secret, '7', now - 3600, '{"a":1}'))), 'an old timestamp is a replay')
 })
 
 t.test('retry delays grow exponentially with jitter, capped at an hour', async (t) => {
@@ -21,11 +28,11 @@ t.test('retry delays grow exponentially with jitter, capped at an hour', async (
 })
 
 t.test('targets: http(s) only, and within BUS_WEBHOOK_ALLOW when set', async (t) => {
-  const open = createTargetPolicy([])
-  t.equal(await open.refuse('https://example.com/x'), undefined)
+  const open = createTargetPolicy({ allow: [], allowPrivate: false })
+  t.equal(open.refuseUrl('https://example.com/x'), undefined, 'a name is checked when the attempt connects')
   t.match(await open.refuse('ftp://example.com/x'), /http/)
   t.match(await open.refuse('not a url'), /not a URL/)
-  const strict = createTargetPolicy(['hooks.internal', '10.0.0.0/8', '::1'])
+  const strict = createTargetPolicy({ allow: ['hooks.internal', '10.0.0.0/8', '::1'], allowPrivate: false })
   t.equal(await strict.refuse('http://hooks.internal/x'), undefined)
   t.equal(await strict.refuse('http://10.1.2.3:8080/x'), undefined)
   t.equal(await strict.refuse('http://[::1]/x'), undefined)
@@ -60,7 +67,7 @@ t.test('registering and updating webhooks', async (t) => {
 t.test('a message is POSTed signed to the recipient\'s webhook; a failing receiver is retried until it answers 2xx', async (t) => {
   const hook = await receiver((n) => n <= 3 ? 500 : 204)
   t.teardown(hook.close)
-  const app = await build(t, { BUS_WEBHOOK_RETRY_BASE_MS: '20' })
+  const app = await build(t, { ...local, BUS_WEBHOOK_RETRY_BASE_MS: '20' })
   const bob = (await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })).json()
   const alice = await register(app, 'alice')
   const id = (await send(app, alice, { to: 'bob', body: 'pushed', data: { n: 1 } })).json().id
@@ -70,31 +77,18 @@ t.test('a message is POSTed signed to the recipient\'s webhook; a failing receiv
   t.equal(hook.hits.length, 4, 'three failures, one success, no more')
   t.equal(hook.hits.filter((h) => h.status === 204).length, 1, 'delivered exactly once')
   for (const hit of hook.hits) t.ok(verify(bob.webhook_secret, hit), 'every attempt is signed')
+  for (const hit of hook.hits) t.ok(verifyLegacy(bob.webhook_secret, hit), 'and still carries the deprecated X-Bus-Signature')
   t.match(JSON.parse(hook.hits[3].body), { id, from: 'alice', body: 'pushed', data: { n: 1 } })
+  t.same(hook.hits.map((h) => h.headers['webhook-id']), [String(id), String(id), String(id), String(id)], 'retries keep the id, for dedup')
   t.equal(hook.hits[3].headers['x-bus-message-id'], String(id))
   const receipts = (await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts
   t.match(receipts, [{ agent: 'bob', delivered_at: String, read_at: null }], 'delivered and read are separate')
 })
 
-t.test('a hanging receiver is cut off by the timeout and does not slow the bus', async (t) => {
-  const hook = await receiver((n) => n === 1 ? 'hang' : 200)
-  t.teardown(hook.close)
-  const app = await build(t, { BUS_WEBHOOK_TIMEOUT_MS: '200', BUS_WEBHOOK_RETRY_BASE_MS: '20' })
-  await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
-  const alice = await register(app, 'alice')
-  await send(app, alice, { to: 'bob', body: 'one' })
-  while (hook.hits.length < 1) await sleep(10)
-  const during = await send(app, alice, { to: 'alice', body: 'meanwhile' })
-  t.equal(during.statusCode, 201, 'sends go on while the receiver hangs')
-  const deadline = Date.now() + 5000
-  while (hook.hits.length < 2 && Date.now() < deadline) await sleep(20)
-  t.equal(hook.hits.length, 2, 'retried after the timeout')
-})
-
 t.test('a broadcast is pushed to every recipient with a webhook once, and reading it later makes no second copy', async (t) => {
   const hook = await receiver(() => 204)
   t.teardown(hook.close)
-  const app = await build(t, { BUS_WEBHOOK_RETRY_BASE_MS: '20' })
+  const app = await build(t, { ...local, BUS_WEBHOOK_RETRY_BASE_MS: '20' })
   const bob = (await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })).json()
   const alice = await register(app, 'alice')
   await register(app, 'carol')

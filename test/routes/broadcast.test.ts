@@ -105,7 +105,8 @@ t.test('migrating down gives every agent the copies it had not caught up with', 
   await app.close()
   const { db } = openDatabase({ path, sync: 'full' })
   t.teardown(() => db.destroy())
-  await migrateDown(db)
+  await migrateDown(db) // 0003-add-request-hash
+  await migrateDown(db) // 0002-broadcast-on-read
   const rows = await db.selectFrom('deliveries').select(['message_seq', 'delivered_at']).orderBy('message_seq').execute()
   t.match(rows, [{ message_seq: read, delivered_at: String }, { message_seq: pending, delivered_at: null }])
   await migrateToLatest(db)

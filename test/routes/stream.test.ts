@@ -202,7 +202,7 @@ t.test('a reader that stops reading pins about one batch of memory, not what is 
   const socket = connect(Number(port), '127.0.0.1')
   t.teardown(() => socket.destroy())
   await once(socket, 'connect')
-  socket.write(`GET /stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
+  socket.write(`GET /stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
   let text = ''
   const gotOne = new Promise<void>((resolve) => socket.on('data', (chunk) => {
     text += chunk
