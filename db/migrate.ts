@@ -23,3 +23,8 @@ export async function migrateDown (db: Kysely<any>): Promise<MigrationResultSet>
 }
 
 export const latestSchemaVersion = Object.keys(migrations).at(-1) as string
+
+// Runs migrations down (or up) until `name` is the latest applied one.
+export async function migrateTo (db: Kysely<any>, name: string): Promise<MigrationResultSet> {
+  return check(migrator(db).migrateTo(name))
+}

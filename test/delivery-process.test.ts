@@ -18,7 +18,8 @@ const sendOver = (base: string, token: string, body: Record<string, unknown>) =>
 t.test('webhook retries continue across a server restart, and the message arrives exactly once', async (t) => {
   const hook = await receiver((n) => n <= 3 ? 503 : 200)
   t.teardown(hook.close)
-  const env = { BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_RETRY_BASE_MS: '400' }
+  // The receiver listens on loopback, which webhooks may reach only when allowed.
+  const env = { BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_RETRY_BASE_MS: '400', BUS_WEBHOOK_ALLOW_PRIVATE: 'true' }
   const first = startServer(env)
   t.teardown(() => first.child.kill('SIGKILL'))
   const base = await first.url
@@ -56,7 +57,7 @@ t.test('a reader that stops reading is cut off while the server\'s memory stays 
   // A raw client: read a little, then stop reading while the bus keeps sending.
   const socket = connect(Number(port), '127.0.0.1')
   await once(socket, 'connect')
-  socket.write(`GET /stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
+  socket.write(`GET /stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\nAuthorization: Bearer ${bob.token}\r\n\r\n`)
   let text = ''
   let closed = false
   socket.on('close', () => { closed = true })
