@@ -20,7 +20,7 @@ t.test('npm run backup takes a consistent copy while the bus serves, and the cop
   const sendSome = (from: number, to: number) => Promise.all(Array.from({ length: to - from }, (_, i) => fetch(`${base}/send`, {
     method: 'POST', headers: { ...json, authorization: `Bearer ${token}` }, body: JSON.stringify({ to: 'alice', body: `m${from + i}` })
   })))
-  await sendSome(0, 300)
+  t.ok((await sendSome(0, 300)).every((res) => res.status === 201), 'the first 300 sends were stored')
   const copy = join(dir, 'copy.db')
   // Sends go on while the backup runs.
   const [backup] = await Promise.all([run(process.execPath, ['dist/scripts/backup.js', copy], { env: { ...process.env, BUS_DB: db } }), sendSome(300, 400)])
