@@ -43,7 +43,9 @@ async function start (script: string, env: Record<string, string> = {}): Promise
   const port = await freePort()
   // stdin is a pipe for the preload that stops the server if the bench dies without stopping it (killed, crashed).
   const child = spawn(process.execPath, ['--import', './test/fixtures/exit-with-parent.mjs', script], {
-    env: { ...process.env, PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['pipe', 'ignore', 'inherit']
+    // Every load generator here connects from 127.0.0.1, as one client: the per-address connection cap is for
+    // strangers, and 1,000 stream readers would hit it.
+    env: { ...process.env, PORT: String(port), LOG_LEVEL: 'warn', BUS_MAX_CONNECTIONS_PER_ADDRESS: '0', ...env }, stdio: ['pipe', 'ignore', 'inherit']
   })
   const base = `http://127.0.0.1:${port}`
   for (let i = 0; i < 200; i++) {
