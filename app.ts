@@ -124,7 +124,15 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   await app.register(connections, { maxConnections: config.BUS_MAX_CONNECTIONS, maxPerAddress: config.BUS_MAX_CONNECTIONS_PER_ADDRESS, firstRequestTimeoutMs: config.BUS_FIRST_REQUEST_TIMEOUT_MS })
   // Unknown routes are rate limited too when limits are on, so probing them is no way around the limit.
   app.setNotFoundHandler({ preHandler: app.hasDecorator('rateLimit') ? app.rateLimit() : undefined }, (request, reply) => {
-    reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+    const path = request.url.split('?')[0]
+    // A path the API has, asked with a method it does not take (HEAD /inbox, DELETE /send): 405 with Allow.
+    const allowed = app.allowedMethods(path)
+    if (allowed !== undefined) {
+      return reply.code(405).header('allow', allowed.join(', ')).send({
+        statusCode: 405, code: 'BUS_METHOD_NOT_ALLOWED', error: 'Method Not Allowed', message: `${request.method} ${path} is not supported; use ${allowed.join(', ')}`
+      })
+    }
+    reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${path}` })
   })
   await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
   await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })

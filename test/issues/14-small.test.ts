@@ -43,6 +43,11 @@ t.test('OPTIONS answers the methods a path takes', async (t) => {
   t.equal((await app.inject({ method: 'OPTIONS', url: '/send' })).headers.allow, 'OPTIONS, POST')
   t.equal((await app.inject({ method: 'OPTIONS', url: '/inbox?unread=true' })).headers.allow, 'GET, OPTIONS', 'no HEAD: it would mark messages delivered')
   t.equal((await app.inject({ method: 'OPTIONS', url: '/nowhere' })).statusCode, 404)
+  const wrong = await app.inject({ method: 'DELETE', url: '/send' })
+  t.equal(wrong.statusCode, 405, 'a wrong method on a real path is a 405, not a 404')
+  t.equal(wrong.headers.allow, 'OPTIONS, POST')
+  t.match(wrong.json(), { code: 'BUS_METHOD_NOT_ALLOWED', message: 'DELETE /send is not supported; use OPTIONS, POST' })
+  t.equal((await app.inject({ method: 'GET', url: '/nowhere' })).statusCode, 404)
 })
 
 t.test('a cursor is accepted only as the bus spelled it; an impossible time is a 400', async (t) => {
