@@ -98,7 +98,8 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   // Infinity too. No field of this API takes a non-finite number: refuse them before any handler sees one.
   app.addHook('preHandler', async (request) => {
     for (const [part, value] of [['querystring', request.query], ['params', request.params], ['body', request.body]] as const) {
-      const where = findNonFinite(value, 3)
+      // As deep as a body may nest (checked in preValidation), so 1e999 is found wherever it hides in `data`.
+      const where = findNonFinite(value, MAX_BODY_DEPTH)
       if (where !== undefined) throw new BadNumber(`${part}${where}`)
     }
   })

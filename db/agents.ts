@@ -81,8 +81,11 @@ export async function updateProfile (db: Db, id: number, profile: AgentProfile):
   if (Object.keys(set).length > 0) await db.updateTable('agents').set(set).where('id', '=', id).execute()
 }
 
-export async function setTokenHash (db: Db, id: number, tokenHash: string): Promise<void> {
-  await db.updateTable('agents').set({ token_hash: tokenHash }).where('id', '=', id).execute()
+// False when the agent deregistered meanwhile: its new token would never work.
+export async function setTokenHash (db: Db, id: number, tokenHash: string): Promise<boolean> {
+  const { numUpdatedRows } = await db.updateTable('agents').set({ token_hash: tokenHash }).where('id', '=', id).where('deleted_at', 'is', null)
+    .executeTakeFirst()
+  return numUpdatedRows > 0n
 }
 
 // The row stays, without its token or webhook, so messages it sent keep their sender in the others' history.

@@ -57,7 +57,7 @@ function canonicalJson (value: unknown): string {
 // What makes two sends with one Idempotency-Key the same request: everything the sender chose, after defaults.
 export function requestHash (input: SendInput): string {
   const { to, body, subject, priority, replyTo, data } = input
-  return createHash('sha256').update(canonicalJson({ to: to ?? null, body, subject: subject ?? null, priority, replyTo: replyTo ?? null, data: data ?? null })).digest('hex')
+  return createHash('sha256').update(canonicalJson({ to: to === undefined ? null : [...to].sort(), body, subject: subject ?? null, priority, replyTo: replyTo ?? null, data: data ?? null })).digest('hex')
 }
 
 // Stores a message and one delivery per recipient, and counts them for /stats (db/stats.ts), inside the caller's
@@ -197,7 +197,9 @@ export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent:
       const to = last?.seq ?? broadcast
       await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority'])
         .expression(pending.select((eb) => ['seq', eb.val(agent.id).as('recipient_id'), 'priority'])
-          .where('seq', '<=', to).where('sender_id', '!=', agent.id))
+          .where('seq', '<=', to).where('sender_id', '!=', agent.id)
+          // A reader racing its agent's deregistration makes no more copies for it.
+          .where(({ exists, selectFrom }) => exists(selectFrom('agents').select('id').where('id', '=', agent.id).where('deleted_at', 'is', null))))
         // A recipient with a webhook got its row when the broadcast was sent.
         .onConflict((oc) => oc.doNothing())
         .execute()

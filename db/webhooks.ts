@@ -1,4 +1,4 @@
-import type { Kysely, NotNull, Transaction } from 'kysely'
+import { sql, type Kysely, type NotNull, type Transaction } from 'kysely'
 import { deliveredMessages, toMessage, type MessageView } from './messages.js'
 import type { Database } from './schema.js'
 
@@ -27,8 +27,12 @@ export async function dueWebhooks (db: Db, now: string, limit: number, except: D
     .where('d.webhook_next_at', '<=', now)
     .where('r.webhook_url', 'is not', null).where('r.webhook_secret', 'is not', null)
   if (except.busy.length > 0) query = query.where('d.recipient_id', 'not in', except.busy)
-  for (const { recipientId, url } of except.open) {
-    query = query.where((eb) => eb.or([eb('d.recipient_id', '!=', recipientId), eb('r.webhook_url', '!=', url)]))
+  // One parameter however many circuits are open: a condition per circuit nested past SQLite's expression depth
+  // limit (1,000) once about 1,000 were open, and then no agent's webhook was delivered.
+  if (except.open.length > 0) {
+    const open = JSON.stringify(except.open.map(({ recipientId, url }) => [recipientId, url]))
+    query = query.where(({ not, exists }) => not(exists(sql<number>`select 1 from json_each(${open}) as o
+      where o.value ->> 0 = ${sql.ref('d.recipient_id')} and o.value ->> 1 = ${sql.ref('r.webhook_url')}`)))
   }
   const rows = await query.$narrowType<{ webhook_url: NotNull, webhook_secret: NotNull }>()
     .orderBy('d.webhook_next_at').limit(limit).execute()

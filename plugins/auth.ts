@@ -1,10 +1,12 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Kysely } from 'kysely'
+import type { Database } from '../db/schema.js'
 import { findAgentByTokenHash, markSeen, type CallingAgent } from '../db/agents.js'
 import { Forbidden, Unauthorized } from '../errors.js'
 
-export type Caller = { kind: 'agent', agent: CallingAgent } | { kind: 'admin' }
+export type Caller = { kind: 'agent', agent: CallingAgent, tokenHash: string } | { kind: 'admin' }
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
 declare module 'fastify' {
@@ -30,6 +32,15 @@ export const newToken = (): string => `bus_${randomBytes(32).toString('base64url
 // Tokens are stored only as hashes and looked up by hash, so no stored secret is ever compared byte by byte.
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex')
 
+// Whether the token the request authenticated with still names its agent. A reader (stream, long-poll) starts
+// listening for 'revoked' events only after authentication, and a rotation or deregistration committed in between
+// would go unheard: so a reader asks once more after it subscribed. Either this sees the new state, or the event
+// (published after the commit) reaches the subscription.
+export async function stillAuthorized (db: Kysely<Database>, request: FastifyRequest): Promise<boolean> {
+  if (request.caller?.kind !== 'agent') return false
+  return (await findAgentByTokenHash(db, request.caller.tokenHash))?.id === request.caller.agent.id
+}
+
 // The calling agent, on routes guarded by requireAgent.
 export function agentOf (request: FastifyRequest): CallingAgent {
   if (request.caller?.kind !== 'agent') throw new Error('route is missing onRequest: app.requireAgent')
@@ -50,7 +61,8 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
     }
     const token = match[1]
     if (isAdmin(token)) return { kind: 'admin' }
-    const agent = await findAgentByTokenHash(app.db, hashToken(token))
+    const tokenHash = hashToken(token)
+    const agent = await findAgentByTokenHash(app.db, tokenHash)
     if (!agent) {
       reply.header('www-authenticate', 'Bearer error="invalid_token"')
       throw new Unauthorized('invalid or revoked token')
@@ -62,7 +74,7 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
       agent.online = 1
       agent.last_seen_at = now.toISOString()
     }
-    return { kind: 'agent', agent }
+    return { kind: 'agent', agent, tokenHash }
   }
 
   app.decorateRequest('caller', null)

@@ -55,6 +55,8 @@ export function connectionBudget (configured: number | undefined, openFilesLimit
 
 // The key one client's connections are counted under: an IPv4 address (also when it arrives IPv4-mapped), or the
 // /64 of an IPv6 address, since one host is routinely given a whole /64 and could otherwise take a slot per address.
+const isLoopback = (address: string): boolean => /^(127\.|::ffff:127\.)/.test(address) || address === '::1'
+
 export function addressKey (address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
   if (mapped !== null) return mapped[1]
@@ -104,7 +106,9 @@ const connections: FastifyPluginAsync<ConnectionsOptions> = async (app, opts) =>
   const onConnection = (socket: Socket): void => {
     // undefined once the peer has already gone; the socket is then closing anyway.
     if (socket.remoteAddress === undefined) return void socket.destroy()
-    if (maxPerAddress > 0) {
+    // Loopback clients are this machine's own agents, and on the default HOST every agent is one: a per-address cap
+    // there would be a cap on all of them together. maxConnections still bounds them.
+    if (maxPerAddress > 0 && !isLoopback(socket.remoteAddress)) {
       const key = addressKey(socket.remoteAddress)
       const count = (open.get(key) ?? 0) + 1
       open.set(key, count)

@@ -16,7 +16,11 @@ const LOOPBACK_NAME = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i
 // still carry its own name in Host, so a bus on loopback answers only loopback names and the names it is told
 // (BUS_ALLOWED_HOSTS). A bus on another address checks only when BUS_ALLOWED_HOSTS is set.
 const hosts: FastifyPluginAsync<HostsOptions> = async (app, { allowed, loopback }) => {
-  if (!loopback && allowed.length === 0) return
+  if (!loopback && allowed.length === 0) {
+    // The bus cannot know its public names; but a wildcard HOST answers on 127.0.0.1 too, where a rebinding page reaches it.
+    app.log.warn('no Host check: set BUS_ALLOWED_HOSTS to the names clients use, so a web page cannot reach the bus by DNS rebinding')
+    return
+  }
   const names = new Set(allowed.map((h) => h.toLowerCase()))
   app.addHook('onRequest', async (request) => {
     const host = request.host

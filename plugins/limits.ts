@@ -2,6 +2,7 @@ import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { addressKey } from './connections.js'
 import { RateLimited } from '../errors.js'
 
 export interface LimitsOptions {
@@ -69,7 +70,8 @@ const limits: FastifyPluginAsync<LimitsOptions> = async (app, { perAgentPerMin, 
     hook: 'preHandler',
     timeWindow: 60_000,
     keyGenerator: (request) => isRegistration(request)
-      ? `register:${request.ip}`
+      // By address, and an IPv6 client by its /64: one host holds a whole /64 to rotate through.
+      ? `register:${addressKey(request.ip)}`
       : request.caller?.kind === 'agent' ? `agent:${request.caller.agent.id}` : `ip:${request.ip}`,
     max: async (request) => (isRegistration(request) ? registrationsPerMin : perAgentPerMin) || OFF,
     allowList: (request) => isExempt(request),

@@ -21,7 +21,7 @@ const options: FastifyPluginAsync = async (app) => {
       byUrl.set(route.url, methods = new Set(['OPTIONS']))
       // /agents/:name becomes ^/agents/[^/]+$
       const source = route.url.split('/').map((part) => part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')
-      routes.push({ pattern: new RegExp(`^${source}/?$`), methods })
+      routes.push({ pattern: new RegExp(`^${source}$`), methods })
     }
     for (const method of [route.method].flat()) methods.add(method)
   })

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { dueWebhooks, postponeWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
@@ -56,6 +57,8 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
   // Per recipient with attempts in flight: how many, and how many it may have (one while its circuit is probing).
   const slots = new Map<number, { count: number, limit: number }>()
   const closing = new AbortController()
+  // Every attempt in flight listens to it; more than Node's default of 10 is expected, not a leak.
+  setMaxListeners(CONCURRENCY + 1, closing.signal)
   let running: Promise<void> | undefined
   let again = false
 

@@ -149,7 +149,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     const row = await agentNamed(name)
     const token = newToken()
     await db.transaction().execute(async (trx) => {
-      await setTokenHash(trx, row.id, hashToken(token))
+      if (!await setTokenHash(trx, row.id, hashToken(token))) throw new AgentNotFound(name)
       if (row.webhook_url !== null) {
         await setWebhook(trx, row.id, null, null)
         await clearWebhooks(trx, row.id)

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { findAgent, type CallingAgent } from '../db/agents.js'
 import { ackMessages, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage, syncBroadcasts } from '../db/messages.js'
 import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
-import { agentOf } from '../plugins/auth.js'
+import { agentOf, stillAuthorized } from '../plugins/auth.js'
 import { Watch } from '../plugins/fanout.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 import {
@@ -56,13 +56,14 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the client goes away,
   // or the bus shuts down; then reads again.
-  async function longPoll<T> (agentId: number, ms: number, reply: FastifyReply, read: () => Promise<T[]>): Promise<T[]> {
+  async function longPoll<T> (request: FastifyRequest, agentId: number, ms: number, reply: FastifyReply, read: () => Promise<T[]>): Promise<T[]> {
     const gone = new AbortController()
     const onClose = (): void => gone.abort()
     reply.raw.once('close', onClose)
     const watch = new Watch(fanout, agentId, (event) => event.kind === 'message', readers)
     const deadline = Date.now() + ms
     try {
+      if (!await stillAuthorized(db, request)) watch.end('revoked')
       let page = await read()
       while (page.length === 0 && !watch.closed && !gone.signal.aborted && Date.now() < deadline) {
         if (await watch.wait(deadline - Date.now(), gone.signal)) page = await read()
@@ -84,7 +85,8 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
       summary: 'Send a direct or broadcast message',
       description: 'The sender is the token\'s agent. Omit `to` to broadcast to every other agent. ' +
         'An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again ' +
-        '(with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422.',
+        '(with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422. ' +
+        'A key is remembered while its message is live, at least BUS_ARCHIVE_AFTER_S (7 days by default).',
       security,
       headers: Type.Object({
         'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Any unique string per logical send.', examples: ['job-42'] }))
@@ -156,7 +158,7 @@ const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app, { maxMe
     if (after !== undefined && after[0] > 2) throw new BadCursor()
     const readPage = async () => listInbox(db, messageCache, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
     let read = await readPage()
-    if (read.length === 0 && wait > 0) read = await longPoll(agent.id, wait * 1000, reply, readPage)
+    if (read.length === 0 && wait > 0) read = await longPoll(request, agent.id, wait * 1000, reply, readPage)
     const page = withinBytes(read)
     // Only what is answered counts as delivered; the rest comes with the next page.
     await recordDelivery(write, agent.id, page)

@@ -3,8 +3,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { markSeen } from '../db/agents.js'
 import { listInbox, listUnreadAfter, rankOf, recordDelivery, syncBroadcasts, type MessageView } from '../db/messages.js'
-import { BadEventId } from '../errors.js'
-import { agentOf } from '../plugins/auth.js'
+import { BadEventId, Unauthorized } from '../errors.js'
+import { agentOf, stillAuthorized } from '../plugins/auth.js'
 import { Watch, type BusEvent } from '../plugins/fanout.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 import { Message, PresenceEvent, ReceiptEvent } from '../schemas/message.js'
@@ -95,6 +95,11 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
     let position: Position = resumed ?? { phase: 'backlog', upTo: horizon, rank: 3, seq: 0 }
 
     const watch = new Watch(fanout, agent.id, (event) => event.kind === 'message', readers)
+    // Nothing is sent yet: a token revoked since it was checked gets the 401 it would get now.
+    if (!await stillAuthorized(db, request)) {
+      watch.close()
+      throw new Unauthorized('invalid or revoked token')
+    }
     // Receipt and presence events are not in the database, so they queue here, boundedly.
     const extra: Array<{ event: string, data: unknown }> = []
     let overflow = false

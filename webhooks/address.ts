@@ -51,7 +51,8 @@ export function embeddedIPv4 (address: Address): Address | undefined {
   if (inRange(address, SIX_TO_FOUR)) return address.slice(2, 6)
   return undefined
 }
-const EMBEDDING = ['::ffff:0:0/96', '::/96', '64:ff9b::/96'].map((r) => parseRange(r) as Range)
+// IPv4-mapped, IPv4-compatible, SIIT (::ffff:0:a.b.c.d) and well-known NAT64: the IPv4 address is the last 32 bits.
+const EMBEDDING = ['::ffff:0:0/96', '::/96', '::ffff:0:0:0/96', '64:ff9b::/96'].map((r) => parseRange(r) as Range)
 const SIX_TO_FOUR = parseRange('2002::/16') as Range
 
 // Address kinds a webhook must not reach by default. `private` ones (the operator's own networks) are allowed by
@@ -69,7 +70,9 @@ const KINDS: Array<[Kind, string[]]> = [
   ['shared (CGNAT)', ['100.64.0.0/10']],
   ['link-local', ['169.254.0.0/16', 'fe80::/10']],
   ['multicast', ['224.0.0.0/4', 'ff00::/8']],
-  ['reserved', ['240.0.0.0/4', '192.0.0.0/24', '192.0.2.0/24', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '100::/64', '2001:db8::/32']]
+  // 64:ff9b:1::/48 is local-use NAT64 (RFC 8215): where its IPv4 address sits depends on the operator's prefix
+  // length, so the whole range is refused unless listed.
+  ['reserved', ['240.0.0.0/4', '192.0.0.0/24', '192.0.2.0/24', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '100::/64', '2001:db8::/32', '64:ff9b:1::/48']]
 ]
 const RANGES = KINDS.flatMap(([kind, ranges]) => ranges.map((r) => ({ kind, range: parseRange(r) as Range })))
 

@@ -103,7 +103,7 @@ export interface paths {
         put?: never;
         /**
          * Send a direct or broadcast message
-         * @description The sender is the token's agent. Omit `to` to broadcast to every other agent. An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again (with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422.
+         * @description The sender is the token's agent. Omit `to` to broadcast to every other agent. An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again (with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422. A key is remembered while its message is live, at least BUS_ARCHIVE_AFTER_S (7 days by default).
          */
         post: operations["sendMessage"];
         delete?: never;

@@ -144,3 +144,25 @@ t.test('an agent holds at most BUS_MAX_READERS_PER_AGENT readers: one more ends 
   t.not(await second.ended(), undefined, 'a long-poll took the place of the oldest stream')
   t.equal((await poll).status, 200)
 })
+
+t.test('a stream or long-poll opened while its token is being rotated never reads with the old token', async (t) => {
+  const { app, base } = await serve(t)
+  const alice = await register(app, 'alice', {}, admin)
+  let token = (await register(app, 'bob', {}, admin)).token
+  for (let round = 0; round < 8; round++) {
+    const old = token
+    // The reader and the rotation race; whichever way they interleave, the old token must read nothing after it.
+    const [stream, poll, rotated] = await Promise.all([
+      openRaw(base, old),
+      fetch(`${base}/inbox?unread=true&wait=5&cursor=${Buffer.from('0.999999').toString('base64url')}`, { headers: { authorization: `Bearer ${old}` } }),
+      app.inject({ method: 'POST', url: '/agents/bob/token', headers: admin })
+    ])
+    t.teardown(stream.close)
+    token = rotated.json().token
+    await send(app, alice, { to: 'bob', body: `after rotation ${round}` })
+    if (stream.status === 200) t.not(await stream.ended(), undefined, `round ${round}: the stream ended`)
+    else t.equal(stream.status, 401, `round ${round}: the stream was refused`)
+    t.notMatch(stream.text(), `after rotation ${round}`, `round ${round}: the stream read nothing after the rotation`)
+    t.equal(poll.status, 401, `round ${round}: the long-poll was refused`)
+  }
+})
