@@ -55,7 +55,8 @@ export function connectionBudget (configured: number | undefined, openFilesLimit
 
 // The key one client's connections are counted under: an IPv4 address (also when it arrives IPv4-mapped), or the
 // /64 of an IPv6 address, since one host is routinely given a whole /64 and could otherwise take a slot per address.
-const isLoopback = (address: string): boolean => /^(127\.|::ffff:127\.)/.test(address) || address === '::1'
+// The address a local client connects from by default; other 127.x addresses are as capped as any other.
+const isLoopback = (address: string): boolean => address === '127.0.0.1' || address === '::ffff:127.0.0.1' || address === '::1'
 
 export function addressKey (address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
@@ -106,8 +107,8 @@ const connections: FastifyPluginAsync<ConnectionsOptions> = async (app, opts) =>
   const onConnection = (socket: Socket): void => {
     // undefined once the peer has already gone; the socket is then closing anyway.
     if (socket.remoteAddress === undefined) return void socket.destroy()
-    // Loopback clients are this machine's own agents, and on the default HOST every agent is one: a per-address cap
-    // there would be a cap on all of them together. maxConnections still bounds them.
+    // Clients on this machine come from 127.0.0.1 (or ::1), and on the default HOST every agent is one: a
+    // per-address cap there would be a cap on all of them together. maxConnections still bounds them.
     if (maxPerAddress > 0 && !isLoopback(socket.remoteAddress)) {
       const key = addressKey(socket.remoteAddress)
       const count = (open.get(key) ?? 0) + 1

@@ -1,4 +1,5 @@
 import { request } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import t from 'tap'
 import { build, register, send } from '../helper.js'
 
@@ -81,4 +82,23 @@ t.test('inbox and history pages are bounded by bytes as well as by count, and th
     const rest = (await app.inject({ url: `${url}&cursor=${first.next_cursor as string}`, headers: bob.auth })).json()
     t.strictSame(rest.messages.map((m: { body: string }) => m.body), ['2'], `${url}: the rest on the next page`)
   }
+})
+
+t.test('the per-address cap does not count clients on 127.0.0.1: on the default HOST every local agent is one', async (t) => {
+  const app = await build(t, { BUS_MAX_CONNECTIONS_PER_ADDRESS: '2' })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = new URL(base)
+  const sockets = await Promise.all(Array.from({ length: 5 }, () => new Promise<Socket>((resolve, reject) => {
+    const socket = connect({ port: Number(port), host: '127.0.0.1', localAddress: '127.0.0.1' }, () => resolve(socket))
+    socket.on('error', reject)
+  })))
+  t.teardown(() => { for (const s of sockets) s.destroy() })
+  const last = sockets[4]
+  const answer = new Promise<string>((resolve) => {
+    let text = ''
+    last.on('data', (chunk) => { text += chunk; if (text.includes('\r\n\r\n')) resolve(text) })
+    last.on('close', () => resolve(text))
+  })
+  last.write('GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  t.match(await answer, /^HTTP\/1.1 200/, 'the fifth local connection is served')
 })
