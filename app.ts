@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http'
 import Fastify, { type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { LOOPBACK, type Config } from './config.js'
+import { commaList, LOOPBACK, type Config } from './config.js'
 import archiver from './plugins/archiver.js'
 import auth from './plugins/auth.js'
 import db from './plugins/db.js'
@@ -110,7 +110,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   app.addHook('preClose', async () => { reaper = setInterval(() => app.server.closeIdleConnections(), 50).unref() })
   app.addHook('onClose', async () => { clearInterval(reaper) })
 
-  await app.register(hosts, { allowed: (config.BUS_ALLOWED_HOSTS ?? '').split(',').map((s) => s.trim()).filter(Boolean), loopback: LOOPBACK.test(config.HOST) })
+  await app.register(hosts, { allowed: commaList(config.BUS_ALLOWED_HOSTS), loopback: LOOPBACK.test(config.HOST) })
   await app.register(options)
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
@@ -145,7 +145,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     retryBaseMs: config.BUS_WEBHOOK_RETRY_BASE_MS,
     maxAgeMs: config.BUS_WEBHOOK_MAX_AGE_S * 1000,
     timeoutMs: config.BUS_WEBHOOK_TIMEOUT_MS,
-    allow: (config.BUS_WEBHOOK_ALLOW ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    allow: commaList(config.BUS_WEBHOOK_ALLOW),
     allowPrivate: config.BUS_WEBHOOK_ALLOW_PRIVATE,
     perRecipient: config.BUS_WEBHOOK_PER_RECIPIENT,
     breakerFailures: config.BUS_WEBHOOK_BREAKER_FAILURES,

@@ -46,6 +46,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+// The items of a comma-separated setting (BUS_ALLOWED_HOSTS, BUS_WEBHOOK_ALLOW); none when it is unset.
+export const commaList = (value: string | undefined): string[] => (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+
 export const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/
 
 // Parse the environment (or any string map) into a Config, failing with a message that names the variable.

@@ -1,4 +1,4 @@
-import { CompiledQuery, type ControlledTransaction, type Kysely, type Transaction } from 'kysely'
+import { CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from './schema.js'
 
 export type Write = <T>(work: (trx: Transaction<Database>) => Promise<T>) => Promise<T>
@@ -26,22 +26,14 @@ export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write 
     const batch = queue.slice(0, maxBatch)
     queue = queue.slice(batch.length)
     const outcomes: Array<{ value: unknown } | { err: unknown }> = []
-    // A controlled transaction rather than transaction().execute(): on SQLITE_FULL or an I/O error SQLite may roll
-    // the whole transaction back by itself, and then the ROLLBACK that execute() sends fails ("no transaction is
-    // active") and is thrown instead of the first error, so a full disk reached the client as a 500. Here the first
-    // error is the one every caller hears. A failed ROLLBACK leaves nothing open: in WAL mode a rollback only drops
-    // pages from memory, so it fails only when there was no transaction left to roll back.
-    let trx: ControlledTransaction<Database>
     try {
-      trx = await db.startTransaction().execute()
-    } catch (err) {
-      for (const item of batch) item.reject(err)
-      return
-    }
-    try {
-      if (batch.length === 1) {
-        outcomes.push({ value: await batch[0].work(trx) })
-      } else {
+      // A failed write's ROLLBACK is safe even when SQLite already rolled the whole transaction back by itself (a
+      // full disk, an I/O error): db/open.ts makes that ROLLBACK a no-op, so execute() rethrows the first error.
+      await db.transaction().execute(async (trx) => {
+        if (batch.length === 1) {
+          outcomes.push({ value: await batch[0].work(trx) })
+          return
+        }
         for (const { work } of batch) {
           await trx.executeQuery(SAVEPOINT)
           try {
@@ -54,10 +46,8 @@ export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write 
             outcomes.push({ err })
           }
         }
-      }
-      await trx.commit().execute()
+      })
     } catch (err) {
-      await trx.rollback().execute().catch(() => {})
       for (const item of batch) item.reject(err)
       return
     }
