@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { commaList, LOOPBACK, type Config } from './config.js'
 import archiver from './plugins/archiver.js'
 import auth from './plugins/auth.js'
+import bus from './plugins/bus.js'
 import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
 import limits from './plugins/limits.js'
@@ -19,7 +20,6 @@ import messages from './routes/messages.js'
 import stats from './routes/stats.js'
 import stream from './routes/stream.js'
 import { schemas } from './schemas/index.js'
-import { describeStorageError, StorageFault } from './db/open.js'
 import { BadNumber, MissingBody, StorageLost, StorageUnavailable, TooDeep, UnsupportedEncoding } from './errors.js'
 import { formatValidationErrors } from './schemas/validation.js'
 
@@ -58,15 +58,15 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   app.setErrorHandler((err: Error & { statusCode?: number, code?: string }, request, reply) => {
     // A store that cannot write (disk full, locked, read-only) is a 503 the client may retry; the transaction
     // rolled back, so nothing partial was kept.
-    const storage = describeStorageError(err)
+    const storage = app.hasDecorator('storage') ? app.storage.describeError(err) : undefined
     if (storage !== undefined) {
       request.log.error({ err }, 'storage failure')
       // A deleted or moved database file needs an operator: retrying cannot help, so no Retry-After.
-      if (err instanceof StorageFault) {
-        err = new StorageLost(storage)
-      } else {
+      if (storage.retry) {
         reply.header('retry-after', '5')
-        err = new StorageUnavailable(storage)
+        err = new StorageUnavailable(storage.message)
+      } else {
+        err = new StorageLost(storage.message)
       }
     }
     // Fastify's own words for a body that is not JSON name no remedy.
@@ -114,8 +114,9 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   await app.register(options)
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
-  await app.register(db, { path: config.BUS_DB, sync: config.BUS_SYNC })
+  await app.register(db, { url: config.BUS_DB, sync: config.BUS_SYNC })
   await app.register(fanout, { maxReadersPerAgent: config.BUS_MAX_READERS_PER_AGENT })
+  await app.register(bus, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES, recheckMs: Math.min(streamKeepAliveMs, 5000) })
   const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
   await app.register(limits, {
     perAgentPerMin: config.BUS_RATE_LIMIT_PER_MIN,

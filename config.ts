@@ -11,7 +11,7 @@ const OneOf = <const T extends string[]>(values: T, options: { default: T[number
 export const ConfigSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'Address to listen on.' }),
   PORT: Type.Integer({ default: 8091, minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' }),
-  BUS_DB: Type.String({ default: './data/bus.db', minLength: 1, description: 'SQLite file (its folder is created), or :memory:.' }),
+  BUS_DB: Type.String({ default: './data/bus.db', minLength: 1, description: 'A SQLite file (its folder is created) or :memory:; or a PostgreSQL URL, postgres://user:password@host:5432/dbname (libpq parameters such as ?sslmode= allowed), for several nodes on one database.' }),
   BUS_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, secret: true, description: 'Admin bearer token (16 characters or more); when set, registering an agent needs it.' })),
   BUS_OPEN_REGISTRATION: Type.Boolean({ default: false, description: 'Allow open registration on a non-loopback HOST.' }),
   BUS_ALLOWED_HOSTS: Type.Optional(Type.String({ description: 'Comma-separated host names the bus answers to besides the loopback names (a DNS-rebinding guard); on a non-loopback HOST, setting it turns the check on.' })),
@@ -36,7 +36,7 @@ export const ConfigSchema = Type.Object({
   BUS_MAX_CONNECTIONS_PER_ADDRESS: Type.Integer({ default: 256, minimum: 0, description: 'Connections one client address (an IPv6 /64) may hold open; 0 = off. Behind a reverse proxy every client shares its address: raise it or set 0.' }),
   BUS_FIRST_REQUEST_TIMEOUT_MS: Type.Integer({ default: 10000, minimum: 100, description: 'A new connection that sends no complete request head within this time is closed.' }),
   BUS_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30000, minimum: 100, description: 'A request must arrive whole within this time (slow clients are cut off).' }),
-  BUS_SYNC: OneOf(['full', 'normal'], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss.' }),
+  BUS_SYNC: OneOf(['full', 'normal'], { default: 'full', description: 'SQLite synchronous mode: full fsyncs every commit before answering; normal may lose the last commits on power loss. On PostgreSQL the server\'s synchronous_commit decides.' }),
   LOG_LEVEL: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' })
 }, { additionalProperties: false })
 

@@ -1,11 +1,11 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
-import { DatabaseInUse } from './db/lock.js'
+import { StorageStartError } from './db/storage.js'
 
 // Mistakes an operator can fix get one line on stderr, not a stack trace.
 function fail (err: unknown): never {
-  if (!(err instanceof ConfigError) && !(err instanceof DatabaseInUse)) throw err
+  if (!(err instanceof ConfigError) && !(err instanceof StorageStartError)) throw err
   process.stderr.write(`agent-bus: ${err.message}\n`)
   process.exit(1)
 }

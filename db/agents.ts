@@ -36,7 +36,7 @@ export async function createAgent (db: Kysely<Database>, name: string, profile: 
   return db.transaction().execute(async (trx) => {
     if (await findAgent(trx, name)) return 'taken'
     if (!reuseName && await trx.selectFrom('agents').select('id').where('name', '=', name).where('deleted_at', 'is not', null).executeTakeFirst()) return 'retired'
-    return trx.insertInto('agents').values({
+    const created = await trx.insertInto('agents').values({
       name,
       description: profile.description ?? null,
       capabilities: JSON.stringify(profile.capabilities ?? []),
@@ -49,7 +49,12 @@ export async function createAgent (db: Kysely<Database>, name: string, profile: 
       webhook_secret: webhook?.secret ?? null,
       // Broadcasts already stored were not meant for it.
       broadcasts_upto: trx.selectFrom('messages').select((eb) => eb.fn.coalesce(eb.fn.max('seq'), eb.lit(0)).as('seq'))
-    }).returningAll().executeTakeFirstOrThrow()
+    })
+      // Another node may register the same name between the check above and this insert: the name's unique index
+      // decides, and the loser hears 'taken' as it would have a moment later.
+      .onConflict((oc) => oc.column('name').where('deleted_at', 'is', null).doNothing())
+      .returningAll().executeTakeFirst()
+    return created ?? 'taken'
   })
 }
 
@@ -97,10 +102,10 @@ export async function deregisterAgent (db: Db, id: number, now: string): Promise
 }
 
 // A stream that ends after its agent deregistered must not show it online again.
-const setSeen = prepared((db, id: number, now: string) => db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', '=', id).where('deleted_at', 'is', null))
+const setSeen = prepared((db, ids: number[], now: string) => db.updateTable('agents').set({ last_seen_at: now, online: 1 }).where('id', 'in', ids).where('deleted_at', 'is', null))
 
-export async function markSeen (db: Db, id: number, now: string): Promise<void> {
-  await setSeen(db, id, now)
+export async function markSeen (db: Db, ids: number | number[], now: string): Promise<void> {
+  await setSeen(db, Array.isArray(ids) ? ids : [ids], now)
 }
 
 // Marks offline every online agent not seen since the cutoff, except those given; returns their names.

@@ -1,9 +1,23 @@
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from './schema.js'
 
-export type Write = <T>(work: (trx: Transaction<Database>) => Promise<T>) => Promise<T>
+export interface WriteOptions {
+  // The write stores messages, and so takes message positions (seq): the storage must make positions visible in
+  // the order they were taken (see beginOrdered below).
+  ordered?: boolean
+}
+
+export type Write = <T>(work: (trx: Transaction<Database>) => Promise<T>, options?: WriteOptions) => Promise<T>
+
+export interface GroupCommitOptions {
+  maxBatch?: number
+  // Runs first in a batch that holds an ordered write. An engine whose writers commit concurrently (several nodes on
+  // one database) serialises such batches here, so that no position becomes visible before a lower one.
+  beginOrdered?: (trx: Transaction<Database>) => Promise<void>
+}
 
 interface Pending {
+  ordered: boolean
   work: (trx: Transaction<Database>) => Promise<unknown>
   resolve: (value: unknown) => void
   reject: (err: unknown) => void
@@ -18,7 +32,7 @@ const SAVEPOINT = CompiledQuery.raw('savepoint w')
 const RELEASE = CompiledQuery.raw('release w')
 const ROLLBACK = CompiledQuery.raw('rollback to w')
 
-export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write {
+export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, beginOrdered }: GroupCommitOptions = {}): Write {
   let queue: Pending[] = []
   let flushing = false
 
@@ -30,6 +44,7 @@ export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write 
       // A failed write's ROLLBACK is safe even when SQLite already rolled the whole transaction back by itself (a
       // full disk, an I/O error): db/open.ts makes that ROLLBACK a no-op, so execute() rethrows the first error.
       await db.transaction().execute(async (trx) => {
+        if (beginOrdered !== undefined && batch.some((item) => item.ordered)) await beginOrdered(trx)
         if (batch.length === 1) {
           outcomes.push({ value: await batch[0].work(trx) })
           return
@@ -70,8 +85,8 @@ export function createGroupCommit (db: Kysely<Database>, maxBatch = 256): Write 
     })
   }
 
-  return <T>(work: (trx: Transaction<Database>) => Promise<T>) => new Promise<T>((resolve, reject) => {
-    queue.push({ work, resolve: resolve as (value: unknown) => void, reject })
+  return <T>(work: (trx: Transaction<Database>) => Promise<T>, options: WriteOptions = {}) => new Promise<T>((resolve, reject) => {
+    queue.push({ ordered: options.ordered === true, work, resolve: resolve as (value: unknown) => void, reject })
     schedule()
   })
 }

@@ -4,6 +4,7 @@ import type { Write } from './group-commit.js'
 import type { MessageCache, StoredMessage } from './message-cache.js'
 import { prepared } from './prepared.js'
 import type { Database, MessageRow, NewMessage } from './schema.js'
+import type { Storage } from './storage.js'
 import { countArchived, countRead, countSent } from './stats.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -114,7 +115,7 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
       .executeTakeFirstOrThrow()).n)
     await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
       .expression(registeredOthers(trx, input.senderId).where('webhook_url', 'is not', null)
-        .select((eb) => [eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
+        .select((eb) => [integer(seq).as('message_seq'), 'id', integer(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
       .execute()
   } else {
     await insertDeliveries(trx, seq, priority, input.now, direct.map((a) => a.id))
@@ -149,9 +150,13 @@ const startThread = prepared((db, seq: number) => db.updateTable('messages').set
 const insertDeliveries = prepared((db, seq: number, priority: number, now: string, ids: number[]) => db.insertInto('deliveries')
   .columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
   .expression(db.selectFrom('agents').where('id', 'in', ids).select((eb) => [
-    eb.val(seq).as('message_seq'), 'id', eb.val(priority).as('priority'),
-    eb.case().when('webhook_url', 'is not', null).then(eb.val(now)).end().as('webhook_next_at')
+    integer(seq).as('message_seq'), 'id', integer(priority).as('priority'),
+    eb.case().when('webhook_url', 'is not', null).then(eb.cast(eb.val(now), 'text')).end().as('webhook_next_at')
   ])))
+
+// A number bound in a select list. PostgreSQL types an untyped parameter there as text, which an INSERT … SELECT
+// then refuses to put in an integer column; SQLite takes the cast as a no-op.
+const integer = (value: number) => sql<number>`cast(${value} as bigint)`
 
 const registeredOthers = (db: Db, agentId: number) =>
   db.selectFrom('agents').where('deleted_at', 'is', null).where('id', '!=', agentId)
@@ -196,7 +201,7 @@ export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent:
       const last = await pending.select('seq').orderBy('seq').offset(SYNC_BATCH - 1).limit(1).executeTakeFirst()
       const to = last?.seq ?? broadcast
       await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority'])
-        .expression(pending.select((eb) => ['seq', eb.val(agent.id).as('recipient_id'), 'priority'])
+        .expression(pending.select(['seq', integer(agent.id).as('recipient_id'), 'priority'])
           .where('seq', '<=', to).where('sender_id', '!=', agent.id)
           // A reader racing its agent's deregistration makes no more copies for it.
           .where(({ exists, selectFrom }) => exists(selectFrom('agents').select('id').where('id', '=', agent.id).where('deleted_at', 'is', null))))
@@ -527,8 +532,9 @@ export async function listHistory (db: Db, agentId: number, q: HistoryQuery): Pr
 
 // Moves up to `batch` messages created before the cutoff and read by every recipient into the archive tables,
 // in one short transaction; returns how many moved. The caller loops, yielding between batches, so sends never wait long.
-export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch: number): Promise<number> {
-  return db.transaction().execute(async (trx) => {
+export async function archiveBatch (storage: Storage, cutoff: string, batch: number): Promise<number> {
+  // One node of a cluster archives at a time; the others find nothing to do (0) until it is done.
+  return await storage.exclusively('archive', async (trx) => {
     const rows = await trx.selectFrom('messages as m').select('m.seq')
       .where('m.created_at', '<', cutoff)
       // Read by every recipient that is still registered: a deregistered agent will never read its copy.
@@ -546,5 +552,5 @@ export async function archiveBatch (db: Kysely<Database>, cutoff: string, batch:
     await trx.deleteFrom('messages').where('seq', 'in', seqs).execute()
     await countArchived(trx, seqs.length)
     return seqs.length
-  })
+  }) ?? 0
 }

@@ -1,7 +1,10 @@
-import { Migrator, type Kysely, type MigrationResultSet } from 'kysely'
-import { migrations } from './migrations/index.js'
+import { Migrator, type Kysely, type Migration, type MigrationResultSet } from 'kysely'
 
-function migrator (db: Kysely<any>): Migrator {
+// Each engine has its own list (db/migrations/<engine>/index.ts), under the same names, so that a schema version
+// means the same on both.
+export type Migrations = Record<string, Migration>
+
+function migrator (db: Kysely<any>, migrations: Migrations): Migrator {
   return new Migrator({ db, provider: { getMigrations: async () => migrations } })
 }
 
@@ -14,17 +17,15 @@ async function check (run: Promise<MigrationResultSet>): Promise<MigrationResult
   return result
 }
 
-export async function migrateToLatest (db: Kysely<any>): Promise<MigrationResultSet> {
-  return check(migrator(db).migrateToLatest())
+export async function migrateToLatest (db: Kysely<any>, migrations: Migrations): Promise<MigrationResultSet> {
+  return check(migrator(db, migrations).migrateToLatest())
 }
 
-export async function migrateDown (db: Kysely<any>): Promise<MigrationResultSet> {
-  return check(migrator(db).migrateDown())
+export async function migrateDown (db: Kysely<any>, migrations: Migrations): Promise<MigrationResultSet> {
+  return check(migrator(db, migrations).migrateDown())
 }
-
-export const latestSchemaVersion = Object.keys(migrations).at(-1) as string
 
 // Runs migrations down (or up) until `name` is the latest applied one.
-export async function migrateTo (db: Kysely<any>, name: string): Promise<MigrationResultSet> {
-  return check(migrator(db).migrateTo(name))
+export async function migrateTo (db: Kysely<any>, migrations: Migrations, name: string): Promise<MigrationResultSet> {
+  return check(migrator(db, migrations).migrateTo(name))
 }

@@ -1,6 +1,7 @@
-import { sql, type Kysely, type NotNull, type Transaction } from 'kysely'
+import { sql, type ExpressionBuilder, type Kysely, type NotNull, type Transaction } from 'kysely'
 import { deliveredMessages, toMessage, type MessageView } from './messages.js'
 import type { Database } from './schema.js'
+import type { Storage } from './storage.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -17,28 +18,49 @@ export interface DueWebhook {
 // so an agent that points its webhook elsewhere is tried at once).
 export interface DueExceptions { busy: number[], open: Array<{ recipientId: number, url: string }> }
 
-// Deliveries whose next webhook attempt is due, oldest due first, less the exceptions. Rows of agents without a
-// webhook are left out here, in the query: filtered after the LIMIT they would fill every page and starve every
-// other agent.
-export async function dueWebhooks (db: Db, now: string, limit: number, except: DueExceptions = { busy: [], open: [] }): Promise<DueWebhook[]> {
-  let query = deliveredMessages(db)
-    .innerJoin('agents as r', 'r.id', 'd.recipient_id')
-    .select(['d.recipient_id', 'r.name as recipient', 'd.webhook_attempts', 'r.webhook_url', 'r.webhook_secret'])
-    .where('d.webhook_next_at', '<=', now)
-    .where('r.webhook_url', 'is not', null).where('r.webhook_secret', 'is not', null)
-  if (except.busy.length > 0) query = query.where('d.recipient_id', 'not in', except.busy)
-  // One parameter however many circuits are open: a condition per circuit nested past SQLite's expression depth
-  // limit (1,000) once about 1,000 were open, and then no agent's webhook was delivered.
-  if (except.open.length > 0) {
-    const open = JSON.stringify(except.open.map(({ recipientId, url }) => [recipientId, url]))
-    query = query.where(({ not, exists }) => not(exists(sql<number>`select 1 from json_each(${open}) as o
-      where o.value ->> 0 = ${sql.ref('d.recipient_id')} and o.value ->> 1 = ${sql.ref('r.webhook_url')}`)))
-  }
-  const rows = await query.$narrowType<{ webhook_url: NotNull, webhook_secret: NotNull }>()
-    .orderBy('d.webhook_next_at').limit(limit).execute()
-  return rows.map((row) => ({
-    recipientId: row.recipient_id, recipient: row.recipient, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row)
-  }))
+// Claims the deliveries whose next webhook attempt is due, oldest due first, less the exceptions, for this node: each
+// claimed attempt is postponed to leaseUntil, so no other node (and no later poll here) takes it meanwhile, and one
+// held by a node that died is due again once its lease ends. Rows of agents without a webhook are left out here, in
+// the query: filtered after the LIMIT they would fill every page and starve every other agent.
+export async function claimWebhooks (storage: Storage, now: string, leaseUntil: string, limit: number,
+  except: DueExceptions = { busy: [], open: [] }): Promise<DueWebhook[]> {
+  return storage.db.transaction().execute(async (trx) => {
+    let due = trx.selectFrom('deliveries as d')
+      .innerJoin('agents as r', 'r.id', 'd.recipient_id')
+      .select(['d.message_seq', 'd.recipient_id'])
+      .where('d.webhook_next_at', '<=', now)
+      .where('r.webhook_url', 'is not', null).where('r.webhook_secret', 'is not', null)
+    if (except.busy.length > 0) due = due.where('d.recipient_id', 'not in', except.busy)
+    // One parameter however many circuits are open: a condition per circuit nested past SQLite's expression depth
+    // limit (1,000) once about 1,000 were open, and then no agent's webhook was delivered.
+    if (except.open.length > 0) {
+      const open = storage.textList(JSON.stringify(except.open.map(({ recipientId, url }) => `${recipientId} ${url}`)))
+      due = due.where(({ not, exists }) => not(exists(sql<number>`select 1 from (${open}) as o
+        where o.value = cast(${sql.ref('d.recipient_id')} as text) || ' ' || ${sql.ref('r.webhook_url')}`)))
+    }
+    due = due.orderBy('d.webhook_next_at').limit(limit)
+    const claim = storage.claimRows
+    const keys = await (claim === undefined ? due : due.modifyEnd(claim('d'))).execute()
+    if (keys.length === 0) return []
+    const claimed = (eb: ExpressionBuilder<Database & { d: Database['deliveries'] }, 'd'>) =>
+      eb(eb.refTuple('d.message_seq', 'd.recipient_id'), 'in', keys.map((k) => eb.tuple(k.message_seq, k.recipient_id)))
+    await trx.updateTable('deliveries as d').set({ webhook_next_at: leaseUntil }).where(claimed).execute()
+    const rows = await deliveredMessages(trx)
+      .innerJoin('agents as r', 'r.id', 'd.recipient_id')
+      .select(['d.recipient_id', 'r.name as recipient', 'd.webhook_attempts', 'r.webhook_url', 'r.webhook_secret'])
+      .where(claimed)
+      .$narrowType<{ webhook_url: NotNull, webhook_secret: NotNull }>()
+      .orderBy('d.message_seq').execute()
+    return rows.map((row) => ({
+      recipientId: row.recipient_id, recipient: row.recipient, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row)
+    }))
+  })
+}
+
+// A claimed attempt that this node gives back unmade (it is shutting down): due at once, for any node.
+export async function releaseWebhook (db: Db, seq: number, recipientId: number, now: string): Promise<void> {
+  await db.updateTable('deliveries').set({ webhook_next_at: now })
+    .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).where('webhook_next_at', 'is not', null).execute()
 }
 
 // A 2xx: delivered, nothing more to send.

@@ -1,9 +1,8 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Kysely } from 'kysely'
 import { archiveBatch } from '../db/messages.js'
-import type { Database } from '../db/schema.js'
+import type { Storage } from '../db/storage.js'
 import { startLoop } from './loop.js'
 
 export interface ArchiverOptions {
@@ -14,11 +13,11 @@ export interface ArchiverOptions {
 }
 
 // Archives every fully read message older than maxAgeMs, batch by batch, letting queued requests run in between.
-export async function archiveRead (db: Kysely<Database>, now: Date, maxAgeMs: number, batch = 500): Promise<number> {
+export async function archiveRead (storage: Storage, now: Date, maxAgeMs: number, batch = 500): Promise<number> {
   const cutoff = new Date(now.getTime() - maxAgeMs).toISOString()
   let total = 0
   for (;;) {
-    const moved = await archiveBatch(db, cutoff, batch)
+    const moved = await archiveBatch(storage, cutoff, batch)
     total += moved
     if (moved < batch) return total
     await yieldToEventLoop()
@@ -28,7 +27,7 @@ export async function archiveRead (db: Kysely<Database>, now: Date, maxAgeMs: nu
 const archiver: FastifyPluginAsync<ArchiverOptions> = async (app, { maxAgeMs, intervalMs, batch }) => {
   const log = app.log.child({ plugin: 'archiver' })
   startLoop(app, intervalMs, async () => {
-    const n = await archiveRead(app.db, new Date(), maxAgeMs, batch)
+    const n = await archiveRead(app.storage, new Date(), maxAgeMs, batch)
     if (n > 0) log.info({ archived: n }, 'archived read messages')
   }, log, { runAtStart: true })
 }

@@ -1,12 +1,10 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Kysely } from 'kysely'
-import type { Database } from '../db/schema.js'
-import { findAgentByTokenHash, markSeen, type CallingAgent } from '../db/agents.js'
+import type { AgentCaller, Caller } from '../bus/agents.js'
+import { hashToken } from '../bus/tokens.js'
 import { Forbidden, Unauthorized } from '../errors.js'
 
-export type Caller = { kind: 'agent', agent: CallingAgent, tokenHash: string } | { kind: 'admin' }
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
 declare module 'fastify' {
@@ -27,24 +25,16 @@ export interface AuthOptions {
   seenEveryMs: number
 }
 
-// 256 random bits; the prefix makes a leaked token easy to recognise in a scan.
-export const newToken = (): string => `bus_${randomBytes(32).toString('base64url')}`
-// Tokens are stored only as hashes and looked up by hash, so no stored secret is ever compared byte by byte.
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex')
-
-// Whether the token the request authenticated with still names its agent. A reader (stream, long-poll) starts
-// listening for 'revoked' events only after authentication, and a rotation or deregistration committed in between
-// would go unheard: so a reader asks once more after it subscribed. Either this sees the new state, or the event
-// (published after the commit) reaches the subscription.
-export async function stillAuthorized (db: Kysely<Database>, request: FastifyRequest): Promise<boolean> {
-  if (request.caller?.kind !== 'agent') return false
-  return (await findAgentByTokenHash(db, request.caller.tokenHash))?.id === request.caller.agent.id
+// The caller, on routes guarded by requireAgentOrAdmin (or requireAgent).
+export function callerOf (request: FastifyRequest): Caller {
+  if (request.caller === null) throw new Error('route is missing onRequest: app.requireAgentOrAdmin')
+  return request.caller
 }
 
 // The calling agent, on routes guarded by requireAgent.
-export function agentOf (request: FastifyRequest): CallingAgent {
+export function agentOf (request: FastifyRequest): AgentCaller {
   if (request.caller?.kind !== 'agent') throw new Error('route is missing onRequest: app.requireAgent')
-  return request.caller.agent
+  return request.caller
 }
 
 const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEveryMs }) => {
@@ -61,20 +51,12 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
     }
     const token = match[1]
     if (isAdmin(token)) return { kind: 'admin' }
-    const tokenHash = hashToken(token)
-    const agent = await findAgentByTokenHash(app.db, tokenHash)
-    if (!agent) {
+    const caller = await app.bus.authenticate(token, seenEveryMs)
+    if (!caller) {
       reply.header('www-authenticate', 'Bearer error="invalid_token"')
       throw new Unauthorized('invalid or revoked token')
     }
-    const now = new Date()
-    if (agent.online === 0 || agent.last_seen_at === null || now.getTime() - Date.parse(agent.last_seen_at) >= seenEveryMs) {
-      await app.write((trx) => markSeen(trx, agent.id, now.toISOString()))
-      if (agent.online === 0) app.fanout.publish({ kind: 'presence', agent: agent.name, status: 'online' })
-      agent.online = 1
-      agent.last_seen_at = now.toISOString()
-    }
-    return { kind: 'agent', agent, tokenHash }
+    return caller
   }
 
   app.decorateRequest('caller', null)
@@ -92,4 +74,4 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
   })
 }
 
-export default fp(auth, { name: 'auth', dependencies: ['db', 'fanout'], fastify: '5.x' })
+export default fp(auth, { name: 'auth', dependencies: ['bus'], fastify: '5.x' })

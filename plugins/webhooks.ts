@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { dueWebhooks, postponeWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
+import { claimWebhooks, postponeWebhooks, releaseWebhook, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
 import { Breakers } from '../webhooks/breaker.js'
 import { createWebhookPoster } from '../webhooks/post.js'
 import { legacySignature, signWebhook } from '../webhooks/sign.js'
@@ -52,6 +52,9 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
   if (pollMs <= 0) return
 
   const poster = createWebhookPoster({ policy, timeoutMs })
+  // How long a claimed attempt is this node's alone: longer than an attempt can take, so that only a node that died
+  // (or hangs) loses its attempts to another.
+  const leaseMs = 2 * timeoutMs + 1000
   const breakers = new Breakers({ failures: breakerFailures, cooldownMs: breakerCooldownMs, maxCooldownMs: Math.max(breakerCooldownMs, MAX_COOLDOWN_MS) })
   const inFlight = new Map<string, Promise<void>>()
   // Per recipient with attempts in flight: how many, and how many it may have (one while its circuit is probing).
@@ -87,7 +90,8 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
         failure = (err as Error).message
       }
     }
-    if (closing.signal.aborted) return // not the receiver's fault: due again at the next start
+    // Not the receiver's fault: given back, due at once for whichever node runs next.
+    if (closing.signal.aborted) return releaseWebhook(db, due.message.id, due.recipientId, new Date().toISOString())
     const attempts = due.attempts + 1
     const nextAt = at + retryDelayMs(retryBaseMs, attempts)
     const expired = nextAt > Date.parse(due.message.created_at) + maxAgeMs
@@ -127,12 +131,20 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       const now = Date.now()
       const busy = [...slots].filter(([, s]) => s.count >= s.limit).map(([recipientId]) => recipientId)
       let started = 0
-      for (const due of await dueWebhooks(db, new Date(now).toISOString(), CONCURRENCY * 2, { busy, open: breakers.open(now) })) {
-        if (inFlight.size >= CONCURRENCY) return
+      // Only as many as there are free slots: a claimed attempt waits for its lease to end before another node may
+      // take it, so claiming more than can start would delay them.
+      const claimed = await claimWebhooks(app.storage, new Date(now).toISOString(), new Date(now + leaseMs).toISOString(),
+        CONCURRENCY - inFlight.size, { busy, open: breakers.open(now) })
+      for (const due of claimed) {
         const key = `${due.message.id}:${due.recipientId}`
         const state = breakers.state(due.recipientId, due.url, now)
         const limit = state === 'open' ? 0 : state === 'probe' ? 1 : perRecipient
-        if (inFlight.has(key) || (slots.get(due.recipientId)?.count ?? 0) >= limit) continue
+        if (inFlight.has(key)) continue
+        // Claimed beyond what the recipient may have in flight (several of its rows on one page): given back.
+        if ((slots.get(due.recipientId)?.count ?? 0) >= limit) {
+          await releaseWebhook(db, due.message.id, due.recipientId, new Date(now).toISOString())
+          continue
+        }
         start(due, key, limit)
         started++
       }

@@ -1,41 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { createAgent, deregisterAgent, findAgent, listAgents, setTokenHash, toAgent, toAgentSelf, updateProfile } from '../db/agents.js'
-import { clearWebhooks, queueUndelivered, setWebhook } from '../db/webhooks.js'
-import { countUnread, syncBroadcasts } from '../db/messages.js'
-import { AgentNotFound, BadWebhook, Forbidden, NameRetired, NameTaken } from '../errors.js'
-import { newWebhookSecret } from '../plugins/webhooks.js'
-import type { AgentRow } from '../db/schema.js'
-import { agentOf, hashToken, newToken, type Caller } from '../plugins/auth.js'
+import { agentOf, callerOf } from '../plugins/auth.js'
 import { Agent, AgentCreate, AgentList, AgentParams, AgentSelf, AgentToken, AgentUpdate, AgentWithToken, Heartbeat } from '../schemas/agent.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 
 const security = [{ bearer: [] }]
 const tags = ['agents']
 
-// An agent's webhook URL is for the agent itself and the admin.
-const seesWebhookOf = (caller: Caller | null, name: string): boolean =>
-  caller?.kind === 'admin' || (caller?.kind === 'agent' && caller.agent.name === name)
-
-// The agent itself or the admin may manage an agent; anyone else is told it is forbidden.
-function assertManages (caller: Caller | null, name: string): void {
-  if (caller?.kind === 'agent' && caller.agent.name !== name) throw new Forbidden(`only ${name} itself or the admin may do this`)
-}
-
 const agents: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, fanout, webhookPolicy } = app
-
-  // The registered agent of that name, or a 404.
-  async function agentNamed (name: string): Promise<AgentRow> {
-    const row = await findAgent(db, name)
-    if (!row) throw new AgentNotFound(name)
-    return row
-  }
-
-  async function checkWebhook (url: string): Promise<string> {
-    const refused = await webhookPolicy.refuse(url)
-    if (refused !== undefined) throw new BadWebhook(refused)
-    return url
-  }
+  const { bus } = app
 
   app.post('/agents', {
     onRequest: app.requireRegistrar,
@@ -55,17 +27,10 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
   }, async (request, reply) => {
-    const { name, webhook_url: url, reuse_name: reuseName = false, ...profile } = request.body
-    if (reuseName && request.caller?.kind !== 'admin') throw new Forbidden('only the admin may reuse the name of a deregistered agent')
-    const webhook = url === undefined ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
-    const token = newToken()
-    const created = await createAgent(db, name, profile, hashToken(token), new Date().toISOString(), webhook, { reuseName })
-    if (created === 'taken') throw new NameTaken(name)
-    if (created === 'retired') throw new NameRetired(name)
-    const row = created
-    request.log.info({ agent: name, webhook: webhook !== undefined }, 'agent registered')
+    const registered = await bus.register(request.caller, request.body)
+    request.log.info({ agent: registered.name, webhook: registered.webhook_secret !== undefined }, 'agent registered')
     reply.code(201)
-    return { ...toAgentSelf(row), ...(webhook && { webhook_secret: webhook.secret }), token }
+    return registered
   })
 
   app.patch('/agents/:name', {
@@ -83,19 +48,10 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { name } = request.params
-    assertManages(request.caller, name)
-    const row = await agentNamed(name)
-    const { webhook_url: url, ...profile } = request.body
-    const webhook = url === undefined || url === null ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
-    const now = new Date().toISOString()
-    await db.transaction().execute(async (trx) => {
-      await updateProfile(trx, row.id, profile)
-      if (url !== undefined) await setWebhook(trx, row.id, webhook?.url ?? null, webhook?.secret ?? null)
-      if (webhook) await queueUndelivered(trx, row.id, now)
-      if (url === null) await clearWebhooks(trx, row.id)
-    })
+    const url = request.body.webhook_url
+    const updated = await bus.updateAgent(callerOf(request), name, request.body)
     request.log.info({ agent: name, webhook: url === undefined ? 'unchanged' : url === null ? 'removed' : 'set' }, 'agent updated')
-    return { ...toAgentSelf(await agentNamed(name)), ...(webhook && { webhook_secret: webhook.secret }) }
+    return updated
   })
 
   app.get('/agents', {
@@ -109,9 +65,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       security,
       response: { 200: ref(AgentList, 'Registered agents, by name.'), ...authErrors }
     }
-  }, async (request) => ({
-    agents: (await listAgents(db)).map((row) => seesWebhookOf(request.caller, row.name) ? toAgentSelf(row) : toAgent(row))
-  }))
+  }, async (request) => bus.listAgents(callerOf(request)))
 
   app.get('/agents/:name', {
     onRequest: app.requireAgentOrAdmin,
@@ -125,10 +79,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       params: AgentParams,
       response: { 200: ref(Agent, 'The agent.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
-  }, async (request) => {
-    const row = await agentNamed(request.params.name)
-    return seesWebhookOf(request.caller, row.name) ? toAgentSelf(row) : toAgent(row)
-  })
+  }, async (request) => bus.getAgent(callerOf(request), request.params.name))
 
   app.post('/agents/:name/token', {
     onRequest: app.requireAgentOrAdmin,
@@ -144,21 +95,9 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: ref(AgentToken, 'The new token.'), ...authErrors, 404: errorResponse('No such agent.') }
     }
   }, async (request) => {
-    const { name } = request.params
-    assertManages(request.caller, name)
-    const row = await agentNamed(name)
-    const token = newToken()
-    await db.transaction().execute(async (trx) => {
-      if (!await setTokenHash(trx, row.id, hashToken(token))) throw new AgentNotFound(name)
-      if (row.webhook_url !== null) {
-        await setWebhook(trx, row.id, null, null)
-        await clearWebhooks(trx, row.id)
-      }
-    })
-    // After the commit, as every event: the readers holding the old token end now.
-    fanout.publish({ kind: 'revoked', agentId: row.id })
-    request.log.info({ agent: name, webhookRemoved: row.webhook_url !== null }, 'token rotated')
-    return { name, token, webhook_removed: row.webhook_url !== null }
+    const rotated = await bus.rotateToken(callerOf(request), request.params.name)
+    request.log.info({ agent: rotated.name, webhookRemoved: rotated.webhook_removed }, 'token rotated')
+    return rotated
   })
 
   app.delete('/agents/:name', {
@@ -175,10 +114,7 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { name } = request.params
-    assertManages(request.caller, name)
-    const row = await agentNamed(name)
-    await deregisterAgent(db, row.id, new Date().toISOString())
-    fanout.publish({ kind: 'revoked', agentId: row.id })
+    await bus.deregister(callerOf(request), name)
     request.log.info({ agent: name }, 'agent deregistered')
     return reply.code(204).send()
   })
@@ -194,9 +130,9 @@ const agents: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: ref(Heartbeat, 'The caller is online.'), ...authErrors }
     }
   }, async (request) => {
-    const agent = agentOf(request)
-    await syncBroadcasts(db, app.write, agent)
-    return { name: agent.name, status: 'online' as const, unread: await countUnread(db, agent.id) }
+    const me = agentOf(request)
+    // Authentication marked the caller online; what is left to answer is its unread count.
+    return { name: me.agent.name, status: 'online' as const, unread: await bus.unreadCount(me) }
   })
 }
 

@@ -23,7 +23,7 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       throw new Unavailable('database unavailable')
     }
     // A store that reads but cannot keep a write (disk full, file deleted) is not serving: say which.
-    const problem = app.storageProblem()
+    const problem = app.storage.problem()
     if (problem !== undefined) {
       reply.header('retry-after', '5')
       throw new Unavailable(`database cannot write: ${problem}`)

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { agentStats } from '../db/agents.js'
-import { latestSchemaVersion } from '../db/migrate.js'
 import { messageStats } from '../db/stats.js'
 import { Forbidden } from '../errors.js'
 import { authErrors, ref } from '../schemas/common.js'
@@ -37,7 +36,7 @@ const stats: FastifyPluginAsyncTypebox<StatsOptions> = async (app, { adminOnly =
     return {
       agents: await agentStats(db),
       messages: await messageStats(db),
-      database: { size_bytes: app.dbSize(), schema_version: latestSchemaVersion },
+      database: { engine: app.storage.engine, size_bytes: await app.storage.size(), schema_version: app.storage.schemaVersion },
       uptime_s: (Date.now() - startedAt) / 1000
     }
   })

@@ -18,7 +18,8 @@ export const Stats = Type.Object({
     by_priority: byPriority
   }, { description: 'Counters kept in the same transaction as each write that changes them: exact, and read without counting.' }),
   database: Type.Object({
-    size_bytes: Type.Integer({ description: 'The database file and its write-ahead log, in bytes.' }),
+    engine: Type.Union([Type.Literal('sqlite'), Type.Literal('postgresql')], { description: 'The database engine: sqlite (one process, one file) or postgresql (any number of nodes on one database).' }),
+    size_bytes: Type.Integer({ description: 'SQLite: the database file and its write-ahead log; PostgreSQL: pg_database_size of the database; in bytes.' }),
     schema_version: Type.String({ description: 'The latest applied migration.' })
   }),
   uptime_s: Type.Number({ description: 'Seconds since the bus started.' })

@@ -2,6 +2,7 @@ import { existsSync, renameSync, rmSync, statSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import SQLite from 'better-sqlite3'
 import { ConfigError, loadConfig } from '../config.js'
+import { isPostgresUrl } from '../db/dialects/postgres.js'
 
 // A consistent online copy of the bus's database, taken with SQLite's backup API while the bus keeps serving:
 // npm run backup -- [--force] <file>. The source is BUS_DB (as for npm start).
@@ -32,6 +33,7 @@ try {
   if (!(err instanceof ConfigError)) throw err
   fail(err.message)
 }
+if (isPostgresUrl(source)) fail('BUS_DB is a PostgreSQL database: back it up with pg_dump (see the README)')
 if (source === ':memory:' || !existsSync(source)) fail(`no database at ${source}`)
 
 // The copy is written beside the target and renamed into place once complete, so a failed backup (disk full, a

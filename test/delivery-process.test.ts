@@ -1,8 +1,8 @@
 import { connect } from 'node:net'
 import { once } from 'node:events'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
+import { testDb } from './helper.js'
 import { rssBytes, startServer } from './process.js'
 import { openStream } from './sse.js'
 import { receiver, verify } from './webhook-receiver.js'
@@ -19,7 +19,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
   const hook = await receiver((n) => n <= 3 ? 503 : 200)
   t.teardown(hook.close)
   // The receiver listens on loopback, which webhooks may reach only when allowed.
-  const env = { BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_RETRY_BASE_MS: '400', BUS_WEBHOOK_ALLOW_PRIVATE: 'true' }
+  const env = { BUS_DB: await testDb(t), BUS_WEBHOOK_RETRY_BASE_MS: '400', BUS_WEBHOOK_ALLOW_PRIVATE: 'true' }
   const first = startServer(env)
   t.teardown(() => first.child.kill('SIGKILL'))
   const base = await first.url
@@ -47,7 +47,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
 })
 
 t.test('a reader that stops reading is cut off while the server\'s memory stays bounded, and its resume loses nothing', async (t) => {
-  const server = startServer({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_STREAM_STALL_S: '1', BUS_MAX_MESSAGE_BYTES: '600000', BUS_SYNC: 'normal' })
+  const server = startServer({ BUS_DB: await testDb(t), BUS_STREAM_STALL_S: '1', BUS_MAX_MESSAGE_BYTES: '600000', BUS_SYNC: 'normal' })
   t.teardown(() => server.child.kill('SIGKILL'))
   const base = await server.url
   const alice = await registerOver(base, { name: 'alice' })

@@ -1,16 +1,53 @@
 import type { Test } from 'tap'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import pg from 'pg'
 import { buildApp } from '../app.js'
 import { loadConfig } from '../config.js'
+import { openStorage } from '../db/dialects/index.js'
+import type { Storage } from '../db/storage.js'
 
 export type Env = Record<string, string>
 
-// An app on a real SQLite file in the test's own folder, loops off, silent, closed when the test ends. Load shedding
-// is off unless a test turns it on: on a busy machine the event loop of a test process lags past its limit, and the
-// bus would rightly answer 503 to requests that the test means to be served.
+// The engine the suite runs on: `npm test` runs it on SQLite, then on a throwaway PostgreSQL (scripts/test.mjs sets
+// BUS_TEST_POSTGRES_URL to that server). Tests about one engine live in test/sqlite/ and test/postgres/.
+export const postgresUrl = process.env.BUS_TEST_POSTGRES_URL
+export const engine = postgresUrl === undefined ? 'sqlite' : 'postgresql'
+
+// A fresh, empty database for one test, as a BUS_DB value: a SQLite file in the test's own folder, or a new
+// database on the test server, dropped when the test ends.
+export async function testDb (t: Test): Promise<string> {
+  if (postgresUrl === undefined) return join(t.testdir(), 'bus.db')
+  const name = `t_${randomBytes(6).toString('hex')}`
+  await adminQuery(`create database ${name}`)
+  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
+  const url = new URL(postgresUrl)
+  url.pathname = `/${name}`
+  return url.href
+}
+
+async function adminQuery (text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: postgresUrl })
+  await client.connect()
+  try {
+    await client.query(text)
+  } finally {
+    await client.end()
+  }
+}
+
+// The storage of a fresh database (opened and migrated), closed when the test ends.
+export async function testStorage (t: Test, sync: 'full' | 'normal' = 'normal'): Promise<Storage> {
+  const storage = await openStorage({ url: await testDb(t), sync })
+  t.teardown(() => storage.close())
+  return storage
+}
+
+// An app on a fresh database (testDb), loops off, silent, closed when the test ends. Load shedding is off unless a
+// test turns it on: on a busy machine the event loop of a test process lags past its limit, and the bus would
+// rightly answer 503 to requests that the test means to be served.
 export async function build (t: Test, env: Env = {}) {
-  const dir = t.testdir()
-  const app = await buildApp(loadConfig({ BUS_DB: join(dir, 'bus.db'), BUS_MAX_EVENT_LOOP_DELAY_MS: '0', ...env }), { loops: false })
+  const app = await buildApp(loadConfig({ BUS_DB: env.BUS_DB ?? await testDb(t), BUS_MAX_EVENT_LOOP_DELAY_MS: '0', ...env }), { loops: false })
   t.teardown(() => app.close())
   await app.ready()
   return app

@@ -601,7 +601,9 @@ export interface components {
                 };
             };
             database: {
-                /** @description The database file and its write-ahead log, in bytes. */
+                /** @description The database engine: sqlite (one process, one file) or postgresql (any number of nodes on one database). */
+                engine: "sqlite" | "postgresql";
+                /** @description SQLite: the database file and its write-ahead log; PostgreSQL: pg_database_size of the database; in bytes. */
                 size_bytes: number;
                 /** @description The latest applied migration. */
                 schema_version: string;

@@ -3,7 +3,7 @@ import t from 'tap'
 import { ackMessages, syncBroadcasts } from '../../db/messages.js'
 import { messageStats } from '../../db/stats.js'
 import { archiveRead } from '../../plugins/archiver.js'
-import { build, register, send, type Registered, type TestApp } from '../helper.js'
+import { build, engine, register, send, type Registered, type TestApp } from '../helper.js'
 
 const DAY = 86_400_000
 const PRIORITIES = ['normal', 'high', 'urgent'] as const
@@ -99,7 +99,7 @@ t.test('the counters equal a full recount through sends, broadcasts, reads, acks
       const gone = live.splice(Math.floor(rand() * live.length), 1)[0]
       t.equal((await app.inject({ method: 'DELETE', url: `/agents/${gone.name}`, headers: gone.auth })).statusCode, 204)
     },
-    archive: async () => archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY, 3)
+    archive: async () => archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY, 3)
   }
   const names = Object.keys(steps)
   const weights: Record<string, number> = { direct: 6, broadcast: 3, retry: 1, read: 4, heartbeat: 1, ack: 5, ackBlind: 1, register: 1, deregister: 1, archive: 2 }
@@ -142,13 +142,13 @@ t.test('an ack or a fan-out that raced its agent\'s deregistration changes no co
   t.match((await recount(app)).messages, { unread: 0, total: 2 })
 })
 
-t.test('GET /stats reads no message or delivery row: every statement it runs is a counter read or a small index', async (t) => {
+t.test('GET /stats reads no message or delivery row: every statement it runs is a counter read or a small index', { skip: engine !== 'sqlite' && 'reads SQLite\'s query plans' }, async (t) => {
   const app = await build(t)
   const alice = await register(app, 'alice')
   const bob = await register(app, 'bob')
   for (let i = 0; i < 20; i++) await send(app, alice, i % 2 === 0 ? { to: 'bob', body: `m${i}` } : { body: `b${i}` })
   await app.inject({ url: '/inbox', headers: bob.auth })
-  await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY)
+  await archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY)
 
   // Every statement the route runs passes through the database's one executor: record them during one call.
   const executor = app.db.getExecutor() as QueryExecutor & { executeQuery: QueryExecutor['executeQuery'] }

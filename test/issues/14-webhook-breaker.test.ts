@@ -1,4 +1,3 @@
-import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
@@ -6,14 +5,14 @@ import t from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
 import { Breakers } from '../../webhooks/breaker.js'
-import { register, send } from '../helper.js'
+import { register, send, testDb } from '../helper.js'
 import { receiver } from '../webhook-receiver.js'
 
 // An app whose log lines the test reads.
 async function logged (t: Test, env: Record<string, string>) {
   const lines: Array<{ msg: string, level: number }> = []
   const stream = new Writable({ write (chunk, _, done) { lines.push(JSON.parse(String(chunk))); done() } })
-  const config = loadConfig({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_SYNC: 'normal', BUS_MAX_EVENT_LOOP_DELAY_MS: '0', ...env })
+  const config = loadConfig({ BUS_DB: await testDb(t), BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_SYNC: 'normal', BUS_MAX_EVENT_LOOP_DELAY_MS: '0', ...env })
   const app = await buildApp(config, { loops: false, logger: { level: 'info', stream }, webhookPollMs: 20 })
   t.teardown(() => app.close())
   await app.ready()

@@ -10,7 +10,7 @@ import { loadConfig } from '../../config.js'
 import { setWebhook } from '../../db/webhooks.js'
 import { createWebhookPoster } from '../../webhooks/post.js'
 import { createTargetPolicy } from '../../webhooks/target.js'
-import { build, register, send } from '../helper.js'
+import { build, register, send, testDb } from '../helper.js'
 
 // Every address below is only checked, never connected to: the policy refuses before any connection.
 const refusedByDefault = [
@@ -87,7 +87,7 @@ t.test('the dispatcher sends nothing to a webhook whose name resolves to a refus
   const target = await listener(t)
   const lines: string[] = []
   const stream = new Writable({ write (chunk, _, done) { lines.push(String(chunk)); done() } })
-  const config = loadConfig({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_MAX_EVENT_LOOP_DELAY_MS: '0', BUS_WEBHOOK_RETRY_BASE_MS: '60000' })
+  const config = loadConfig({ BUS_DB: await testDb(t), BUS_MAX_EVENT_LOOP_DELAY_MS: '0', BUS_WEBHOOK_RETRY_BASE_MS: '60000' })
   const app = await buildApp(config, { loops: false, logger: { level: 'info', stream }, webhookPollMs: 20 })
   t.teardown(() => app.close())
   await app.ready()

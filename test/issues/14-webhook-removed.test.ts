@@ -1,14 +1,13 @@
-import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
-import { dueWebhooks, setWebhook } from '../../db/webhooks.js'
-import { register, send, type Registered } from '../helper.js'
+import { claimWebhooks, setWebhook } from '../../db/webhooks.js'
+import { register, send, testDb, type Registered } from '../helper.js'
 
 // The dispatcher is off (webhookPollMs 0), so the due rows stay as the test leaves them.
 async function quietApp (t: Test) {
-  const config = loadConfig({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_SYNC: 'normal', BUS_MAX_EVENT_LOOP_DELAY_MS: '0' })
+  const config = loadConfig({ BUS_DB: await testDb(t), BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_SYNC: 'normal', BUS_MAX_EVENT_LOOP_DELAY_MS: '0' })
   const app = await buildApp(config, { loops: false, webhookPollMs: 0 })
   t.teardown(() => app.close())
   await app.ready()
@@ -34,7 +33,7 @@ t.test('due rows of an agent whose webhook is gone do not fill the page that oth
   await setWebhook(app.db, await idOf(app, 'gone'), null, null)
   await withHook(app, 'carol')
   await send(app, alice, { to: 'carol', body: 'for carol' })
-  const due = await dueWebhooks(app.db, later(), 64)
+  const due = await claimWebhooks(app.storage, later(), later(), 64)
   t.same(due.map((d) => d.recipient), ['carol'], 'carol\'s row is served although 70 older rows are due')
 })
 

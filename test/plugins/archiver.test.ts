@@ -1,10 +1,9 @@
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import t from 'tap'
 import archiver, { archiveRead } from '../../plugins/archiver.js'
 import db from '../../plugins/db.js'
-import { build, register, send } from '../helper.js'
+import { build, register, send, testDb } from '../helper.js'
 
 const DAY = 86_400_000
 
@@ -18,8 +17,8 @@ t.test('archiveRead moves old messages read by everyone, and history still finds
   const half = (await send(app, alice, { to: ['bob', 'carol'], body: 'half read' })).json().id
   await app.inject({ method: 'POST', url: '/ack', headers: bob.auth, payload: { ids: [read, half] } })
 
-  t.equal(await archiveRead(app.db, new Date(), DAY), 0, 'nothing is old enough yet')
-  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY), 1)
+  t.equal(await archiveRead(app.storage, new Date(), DAY), 0, 'nothing is old enough yet')
+  t.equal(await archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY), 1)
 
   const inbox = (await app.inject({ url: '/inbox', headers: bob.auth })).json().messages
   t.strictSame(inbox.map((m: { id: number }) => m.id), [unread, half], 'the archived message left the live inbox')
@@ -40,9 +39,9 @@ t.test('a deregistered recipient\'s unread copy does not keep a message out of t
   const carol = await register(app, 'carol')
   const id = (await send(app, alice, { to: ['bob', 'carol'], body: 'x' })).json().id
   await app.inject({ method: 'POST', url: '/ack', headers: bob.auth, payload: { ids: [id] } })
-  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY), 0, 'carol has not read it')
+  t.equal(await archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY), 0, 'carol has not read it')
   await app.inject({ method: 'DELETE', url: '/agents/carol', headers: carol.auth })
-  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY), 1, 'carol is gone: it is read by everyone who can')
+  t.equal(await archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY), 1, 'carol is gone: it is read by everyone who can')
 })
 
 t.test('archiveRead works in bounded batches until done', async (t) => {
@@ -51,14 +50,14 @@ t.test('archiveRead works in bounded batches until done', async (t) => {
   await register(app, 'bob')
   for (let i = 0; i < 25; i++) await send(app, alice, { to: 'bob', body: `m${i}` })
   await app.db.updateTable('deliveries').set({ read_at: new Date().toISOString() }).execute()
-  t.equal(await archiveRead(app.db, new Date(Date.now() + 2 * DAY), DAY, 10), 25)
+  t.equal(await archiveRead(app.storage, new Date(Date.now() + 2 * DAY), DAY, 10), 25)
   t.equal(Number((await app.db.selectFrom('messages').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n), 0)
   t.equal(Number((await app.db.selectFrom('archived_deliveries').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n), 25)
 })
 
 t.test('standalone: the plugin archives at start-up with the real timer', async (t) => {
   const app = Fastify()
-  await app.register(db, { path: join(t.testdir(), 'bus.db'), sync: 'normal' })
+  await app.register(db, { url: await testDb(t), sync: 'normal' })
   const old = new Date(Date.now() - 10_000).toISOString()
   await app.after()
   await app.db.insertInto('messages').values({

@@ -1,11 +1,11 @@
-import { join } from 'node:path'
 import Fastify from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import t from 'tap'
-import { build, register, send } from '../helper.js'
+import { build, engine, register, send, testDb } from '../helper.js'
 import { createAgent } from '../../db/agents.js'
-import { latestSchemaVersion } from '../../db/migrate.js'
-import auth, { hashToken } from '../../plugins/auth.js'
+import { hashToken } from '../../bus/tokens.js'
+import auth from '../../plugins/auth.js'
+import bus from '../../plugins/bus.js'
 import db from '../../plugins/db.js'
 import fanout from '../../plugins/fanout.js'
 import stats from '../../routes/stats.js'
@@ -24,7 +24,7 @@ t.test('stats count agents, messages by priority, unread deliveries, and report 
   t.match(res.json(), {
     agents: { total: 3, online: 2 },
     messages: { total: 2, unread: 2, archived: 0, by_priority: { normal: 1, high: 0, urgent: 1 } },
-    database: { size_bytes: Number, schema_version: latestSchemaVersion },
+    database: { engine, size_bytes: Number, schema_version: '0004-add-stats-counters' },
     uptime_s: Number
   })
   t.ok(res.json().database.size_bytes > 0)
@@ -50,8 +50,9 @@ async function bare (t: Parameters<typeof build>[0], adminOnly: boolean) {
   const app = Fastify().withTypeProvider<TypeBoxTypeProvider>()
   t.teardown(() => app.close())
   for (const schema of schemas) app.addSchema(schema)
-  await app.register(db, { path: join(t.testdir(), 'bus.db'), sync: 'normal' })
+  await app.register(db, { url: await testDb(t), sync: 'normal' })
   await app.register(fanout, { maxReadersPerAgent: 4 })
+  await app.register(bus, { maxMessageBytes: 65536, recheckMs: 1000 })
   await app.register(auth, { adminToken: ADMIN, seenEveryMs: 1000 })
   await app.register(stats, { adminOnly })
   await app.ready()

@@ -4,7 +4,6 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { sweepStaleAgents } from '../../plugins/heartbeat.js'
 import { build, register, send, type Env } from '../helper.js'
 import { openStream } from '../sse.js'
 
@@ -124,7 +123,7 @@ t.test('an open stream keeps its agent online; keep-alive comments flow; close()
   t.equal(res.headers.get('content-type'), 'text/event-stream')
   const reader = res.body!.getReader()
   const later = new Date(Date.now() + 3_600_000)
-  t.strictSame(await sweepStaleAgents(app.db, later, 1000, app.fanout.connectedAgents()), [], 'not swept while streaming')
+  t.strictSame(await app.bus.sweepOffline(later, 1000), [], 'not swept while streaming')
   t.match((await app.inject({ url: '/agents/alice', headers: alice.auth })).json(), { status: 'online' })
   const closing = app.close()
   let text = ''

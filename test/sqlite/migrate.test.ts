@@ -2,8 +2,8 @@ import { join } from 'node:path'
 import t from 'tap'
 import { sql } from 'kysely'
 import { migrateDown, migrateToLatest } from '../../db/migrate.js'
-import { migrations } from '../../db/migrations/index.js'
-import { openDatabase } from '../../db/open.js'
+import { migrations } from '../../db/migrations/sqlite/index.js'
+import { openDatabase } from '../../db/dialects/sqlite.js'
 
 const tables = async (db: ReturnType<typeof openDatabase>['db']) =>
   (await sql<{ name: string }>`select name from sqlite_master where type in ('table', 'view') and name not like 'sqlite_%' and name not like 'kysely_%' order by name`.execute(db)).rows.map((r) => r.name)
@@ -11,20 +11,20 @@ const tables = async (db: ReturnType<typeof openDatabase>['db']) =>
 t.test('migrations go up, all the way down, and up again on a fresh file', async (t) => {
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
   t.teardown(() => db.destroy())
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   const all = ['agents', 'all_deliveries', 'all_messages', 'archived_deliveries', 'archived_messages', 'counters', 'deliveries', 'messages']
   t.strictSame(await tables(db), all)
-  for (let i = 0; i < Object.keys(migrations).length; i++) await migrateDown(db)
+  for (let i = 0; i < Object.keys(migrations).length; i++) await migrateDown(db, migrations)
   t.strictSame(await tables(db), [])
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   t.strictSame(await tables(db), all)
 })
 
 t.test('0004 counts the stats counters from the data already stored, and its down leaves nothing behind', async (t) => {
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
   t.teardown(() => db.destroy())
-  await migrateToLatest(db)
-  await migrateDown(db)
+  await migrateToLatest(db, migrations)
+  await migrateDown(db, migrations)
   const leftovers = sql<{ name: string }>`select name from sqlite_master
     where name in ('counters', 'agents_deregistered_unread', 'agents_registered_online')`
   t.strictSame((await leftovers.execute(db)).rows, [])
@@ -41,7 +41,7 @@ t.test('0004 counts the stats counters from the data already stored, and its dow
     (10, 1, '["a2"]', 'x', 1, 10, '2024-01-01')`.execute(db)
   await sql`insert into deliveries (message_seq, recipient_id, priority, read_at) values
     (1, 2, 2, null), (2, 2, 0, '2025-01-01'), (2, 3, 0, null), (4, 2, 0, null)`.execute(db)
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   const counters = (await sql<{ name: string, value: number }>`select name, value from counters order by name`.execute(db)).rows
   t.strictSame(Object.fromEntries(counters.map((r) => [r.name, r.value])), {
     messages_archived: 1,
@@ -68,7 +68,7 @@ t.test('every connection runs in WAL with the configured synchronous level', asy
 t.test('the folder of the database file is created', async (t) => {
   const path = join(t.testdir(), 'a', 'b', 'bus.db')
   const { db, sizeBytes } = openDatabase({ path, sync: 'full' })
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   t.ok(sizeBytes() > 0)
   await db.destroy()
 })

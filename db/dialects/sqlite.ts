@@ -1,8 +1,16 @@
 import { mkdirSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import SQLite from 'better-sqlite3'
-import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely'
-import type { Database } from './schema.js'
+import { Kysely, sql, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely'
+import { createGroupCommit } from '../group-commit.js'
+import { migrateToLatest } from '../migrate.js'
+import { migrations } from '../migrations/sqlite/index.js'
+import type { Database } from '../schema.js'
+import type { Storage } from '../storage.js'
+import { lockDatabase } from './sqlite-lock.js'
+
+// The embedded engine: one process owns one SQLite file (db/dialects/sqlite-lock.ts), so it needs no wake-ups
+// between nodes, no claims and no cluster-wide locks, and one writer commits messages in seq order by itself.
 
 export interface OpenOptions {
   path: string
@@ -143,4 +151,53 @@ export function describeStorageError (err: unknown): string | undefined {
   if (code.startsWith('SQLITE_READONLY')) return 'database is read-only'
   if (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN')) return 'storage I/O error'
   return undefined
+}
+
+export interface SqliteOptions {
+  path: string
+  sync: 'full' | 'normal'
+}
+
+export async function openSqlite ({ path, sync }: SqliteOptions): Promise<Storage> {
+  // Locked before SQLite opens the file, so that a refused bus never touches it.
+  const lock = path === ':memory:' ? undefined : await lockDatabase(path)
+  const checkFile = lock?.fileProblem ?? (() => undefined)
+  let opening: OpenDatabase | undefined
+  try {
+    opening = openDatabase({ path, sync, checkFile })
+    // Without WAL, readers block the writer and the durability promise changes: refuse to run rather than degrade.
+    const mode = opening.sqlite.pragma('journal_mode', { simple: true })
+    if (path !== ':memory:' && mode !== 'wal') throw new Error(`${path}: journal_mode is ${String(mode)}, expected wal`)
+    await migrateToLatest(opening.db, migrations)
+  } catch (err) {
+    await opening?.db.destroy()
+    lock?.release()
+    throw err
+  }
+  const { db, sizeBytes, writeProblem } = opening
+  return {
+    engine: 'sqlite',
+    db,
+    write: createGroupCommit(db),
+    schemaVersion: Object.keys(migrations).at(-1) as string,
+    size: async () => sizeBytes(),
+    problem: writeProblem,
+    describeError (err) {
+      const message = describeStorageError(err)
+      // A deleted or moved database file needs an operator: retrying cannot help.
+      return message === undefined ? undefined : { message, retry: !(err instanceof StorageFault) }
+    },
+    cluster: undefined,
+    // One process owns the file: whatever runs here runs nowhere else.
+    exclusively: async (_job, work) => db.transaction().execute(work),
+    // One writer at a time: a row this process selects cannot be claimed by anyone else.
+    claimRows: undefined,
+    textList: (json) => sql<{ value: string }>`select value from json_each(${json})`,
+    async close () {
+      // In this order: closing the lock's descriptor first would drop SQLite's fcntl locks on the file (close(2)
+      // releases all of a process's fcntl locks on it), letting another process take the WAL from under it.
+      await db.destroy()
+      lock?.release()
+    }
+  }
 }

@@ -2,9 +2,10 @@ import { join } from 'node:path'
 import SQLite from 'better-sqlite3'
 import { sql } from 'kysely'
 import t from 'tap'
+import { migrations } from '../../db/migrations/sqlite/index.js'
 import { createGroupCommit } from '../../db/group-commit.js'
 import { migrateToLatest } from '../../db/migrate.js'
-import { openDatabase } from '../../db/open.js'
+import { openDatabase } from '../../db/dialects/sqlite.js'
 
 const agent = (name: string) => ({
   name, description: null, capabilities: '[]', metadata: '{}', token_hash: null, registered_at: 'now', last_seen_at: null, deleted_at: null
@@ -14,7 +15,7 @@ t.test('concurrent writes share one commit; a failing one is rolled back alone',
   const path = join(t.testdir(), 'bus.db')
   const { db } = openDatabase({ path, sync: 'full' })
   t.teardown(() => db.destroy())
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   const write = createGroupCommit(db)
   const other = new SQLite(path, { readonly: true })
   t.teardown(() => other.close())
@@ -41,7 +42,7 @@ t.test('concurrent writes share one commit; a failing one is rolled back alone',
 
 t.test('a failed commit rejects every write in the batch', async (t) => {
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   const write = createGroupCommit(db)
   await db.destroy()
   const results = await Promise.allSettled([1, 2, 3].map(() => write(async (trx) => trx.selectFrom('agents').selectAll().execute())))
@@ -51,7 +52,7 @@ t.test('a failed commit rejects every write in the batch', async (t) => {
 t.test('when SQLite rolls a transaction back by itself, every caller hears the first error, and writing goes on', async (t) => {
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
   t.teardown(() => db.destroy())
-  await migrateToLatest(db)
+  await migrateToLatest(db, migrations)
   const write = createGroupCommit(db)
   // What SQLite does on SQLITE_FULL or an I/O error at the wrong moment: the whole transaction is gone, so the
   // ROLLBACK (or ROLLBACK TO) sent afterwards fails with "no transaction is active" or "no such savepoint".

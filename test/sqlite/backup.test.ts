@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import SQLite from 'better-sqlite3'
 import t from 'tap'
-import { startServer } from './process.js'
+import { startServer } from '../process.js'
 
 const run = promisify(execFile)
 const json = { 'content-type': 'application/json' }

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process'
 import { closeSync, constants, fstatSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
+import { StorageStartError } from '../storage.js'
 
-export class DatabaseInUse extends Error {
+export class DatabaseInUse extends StorageStartError {
   override name = 'DatabaseInUse'
 }
 

@@ -1,7 +1,7 @@
 import { linkSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { lockDatabase } from '../../db/lock.js'
+import { lockDatabase } from '../../db/dialects/sqlite-lock.js'
 
 t.test('the lock is on the file: another name of it is refused, and a release lets the next one in', async (t) => {
   const dir = t.testdir()

@@ -1,0 +1,37 @@
+import type { Kysely } from 'kysely'
+import type { Write } from '../db/group-commit.js'
+import type { MessageCache } from '../db/message-cache.js'
+import type { Database } from '../db/schema.js'
+import type { Storage } from '../db/storage.js'
+import { agentOperations } from './agents.js'
+import type { Notifier, Readers } from './events.js'
+import { messageOperations } from './messages.js'
+import { streamOperations } from './stream.js'
+
+export interface BusOptions {
+  db: Kysely<Database>
+  // Every write of messages and deliveries goes through the group commit.
+  write: Write
+  // Where events are published after each commit, and where readers listen: one process, or a cluster.
+  notifier: Notifier
+  // The open streams and long-polls of this process, capped per agent.
+  readers: Readers
+  cache: MessageCache
+  // Body, subject and data of one message together, in bytes.
+  maxMessageBytes: number
+  // A waiting reader (stream, long-poll) reads again this often even when nothing woke it: notifications only wake
+  // readers, so a lost one (a node's LISTEN connection dropped) costs at most this much latency, never a message.
+  recheckMs: number
+  // Runs work that must happen once per cluster, not once per node (db/storage.ts).
+  exclusively: Storage['exclusively']
+  // Why a webhook URL may not be registered, or undefined when it may (webhooks/target.ts).
+  refuseWebhook: (url: string) => Promise<string | undefined>
+}
+
+// The rules of the bus, whatever the surface (HTTP routes, MCP, CLI): each operation takes input its caller has
+// validated and the caller's identity, and returns JSON-ready results or throws the coded errors of errors.ts.
+export function createBus (options: BusOptions) {
+  return { ...agentOperations(options), ...messageOperations(options), ...streamOperations(options) }
+}
+
+export type Bus = ReturnType<typeof createBus>

@@ -1,0 +1,170 @@
+import { findAgent, type CallingAgent } from '../db/agents.js'
+import {
+  ackMessages, countUnread, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage, syncBroadcasts,
+  type PriorityName, type Sent
+} from '../db/messages.js'
+import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
+import type { MessageCreate } from '../schemas/message.js'
+import { stillAuthorized, type AgentCaller } from './agents.js'
+import type { BusOptions } from './bus.js'
+import { Watch } from './events.js'
+import { decodeCursor, encodeCursor, withinBytes } from './pages.js'
+
+export interface InboxRequest {
+  unread?: boolean
+  priority?: PriorityName
+  limit?: number
+  cursor?: string
+  // Long-poll: how long to hold an empty answer until a message arrives.
+  waitMs?: number
+}
+
+export interface HistoryRequest {
+  // ISO 8601; since is inclusive, until exclusive.
+  since?: string
+  until?: string
+  // Only the conversation with this agent.
+  with?: string
+  thread?: number
+  limit?: number
+  cursor?: string
+}
+
+// A date-time the schema accepted but Date cannot hold (a leap second, 23:59:60) is the client's error, not a 500.
+function toIso (value: string | undefined, field: string): string | undefined {
+  if (value === undefined) return undefined
+  const time = new Date(value)
+  if (Number.isNaN(time.getTime())) throw new BadTimestamp(field, value)
+  return time.toISOString()
+}
+
+// A page as the API answers it. There may be more when the read filled its limit, or when the byte budget cut it short.
+function pageOf<T extends { body: string, subject: string | null, data: unknown }> (read: T[], limit: number, cursorAfter: (last: T) => string) {
+  const page = withinBytes(read)
+  const last = page.at(-1)
+  return { messages: page, next_cursor: (page.length === limit || page.length < read.length) && last ? cursorAfter(last) : null }
+}
+
+export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes, recheckMs }: BusOptions) {
+  // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
+  const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
+
+  // Holds an empty inbox read until a message for the agent is stored, the time is up, the signal aborts (the
+  // client went away), or the bus shuts down; then reads again.
+  async function longPoll<T> ({ agent, tokenHash }: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<T[]>): Promise<T[]> {
+    const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers)
+    const deadline = Date.now() + ms
+    try {
+      if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
+      let page = await read()
+      while (page.length === 0 && !watch.closed && !signal?.aborted && Date.now() < deadline) {
+        await watch.wait(Math.min(deadline - Date.now(), recheckMs), signal)
+        page = await read()
+      }
+      // The token this poll was made with no longer works: it must not be answered with the agent's mail.
+      if (watch.ended === 'revoked') throw new Unauthorized('token revoked while waiting')
+      return page
+    } finally {
+      watch.close()
+    }
+  }
+
+  return {
+    // Stores a direct message (`to`) or a broadcast (no `to`). An idempotency key makes a retry safe: the same key
+    // with the same request answers the first message again (replayed) instead of storing a duplicate.
+    async send ({ agent: sender }: AgentCaller, input: MessageCreate, idempotencyKey?: string): Promise<{ sent: Sent, replayed: boolean }> {
+      const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = input
+      if (body === '' && (data === undefined || Object.keys(data).length === 0)) throw new EmptyMessage()
+      // Everything the message stores counts against the limit, not only its body.
+      const bytes = Buffer.byteLength(body) + Buffer.byteLength(subject ?? '') + (data === undefined ? 0 : Buffer.byteLength(JSON.stringify(data)))
+      if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
+      // A reply to a broadcast the sender has not read yet needs the sender's copy of it.
+      if (replyTo !== undefined) await sync(sender)
+      const outcome = await write((trx) => sendMessage(trx, {
+        senderId: sender.id,
+        senderName: sender.name,
+        to: to === undefined ? undefined : Array.isArray(to) ? to : [to],
+        body,
+        subject,
+        priority,
+        replyTo,
+        data,
+        idempotencyKey,
+        now: new Date().toISOString()
+      }), { ordered: true })
+      if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
+      if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
+      if ('idempotencyConflict' in outcome) throw new IdempotencyConflict(idempotencyKey, outcome.idempotencyConflict)
+      const { sent, replayed, recipientIds, webhooks } = outcome
+      // After the commit: readers pull from the database, so they must not hear of rows they cannot see yet.
+      if (!replayed) notifier.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds, webhooks })
+      return { sent, replayed }
+    },
+
+    // A page of the caller's inbox, most urgent first; what it answers counts as delivered.
+    async inbox (me: AgentCaller, { unread, priority, limit = 50, cursor, waitMs = 0 }: InboxRequest, signal?: AbortSignal) {
+      const { agent } = me
+      const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
+      // The first part is a priority rank: 0 (normal) to 2 (urgent).
+      if (after !== undefined && after[0] > 2) throw new BadCursor()
+      const readPage = async () => listInbox(db, cache, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
+      let read = await readPage()
+      if (read.length === 0 && waitMs > 0) read = await longPoll(me, waitMs, signal, readPage)
+      const page = pageOf(read, limit, (last) => encodeCursor(rankOf(last.priority), last.id))
+      // Only what is answered counts as delivered; the rest comes with the next page.
+      await recordDelivery(write, agent.id, page.messages)
+      return page
+    },
+
+    // Marks messages read and tells their senders (read receipts). Ids not in the caller's inbox are listed back.
+    async ack ({ agent }: AgentCaller, ids: number[]) {
+      await sync(agent)
+      const readAt = new Date().toISOString()
+      const { newlyRead, ...result } = await write((trx) => ackMessages(trx, agent.id, ids, readAt))
+      for (const { seq, senderId } of newlyRead) {
+        notifier.publish({ kind: 'receipt', senderId, messageId: seq, agent: agent.name, readAt })
+      }
+      return result
+    },
+
+    // One message the caller sent or received, with read receipts for its sender.
+    async getMessage ({ agent }: AgentCaller, id: number) {
+      await sync(agent)
+      const message = await getMessage(db, agent.id, id)
+      if (!message) throw new MessageNotFound(String(id))
+      return message
+    },
+
+    async getThread ({ agent }: AgentCaller, threadId: number) {
+      await sync(agent)
+      const list = await listThread(db, agent.id, threadId)
+      if (list.length === 0) throw new ThreadNotFound(String(threadId))
+      return { thread_id: threadId, messages: list }
+    },
+
+    // What the caller sent or received, in the order stored, archived messages included.
+    async history ({ agent }: AgentCaller, { since, until, with: other, thread, limit = 50, cursor }: HistoryRequest) {
+      let withAgentId: number | undefined
+      if (other !== undefined) {
+        const row = await findAgent(db, other)
+        if (!row) throw new AgentNotFound(other)
+        withAgentId = row.id
+      }
+      await sync(agent)
+      const read = await listHistory(db, agent.id, {
+        since: toIso(since, 'since'),
+        until: toIso(until, 'until'),
+        withAgentId,
+        thread,
+        limit,
+        afterSeq: cursor === undefined ? undefined : decodeCursor(cursor, 1)[0]
+      })
+      return pageOf(read, limit, (last) => encodeCursor(last.id))
+    },
+
+    async unreadCount ({ agent }: AgentCaller): Promise<number> {
+      await sync(agent)
+      return countUnread(db, agent.id)
+    }
+  }
+}
