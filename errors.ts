@@ -9,6 +9,7 @@ export const NameRetired = createError('BUS_NAME_RETIRED', 'agent name %s belong
 export const Unauthorized = createError('BUS_UNAUTHORIZED', '%s', 401)
 export const Forbidden = createError('BUS_FORBIDDEN', '%s', 403)
 export const MessageTooLarge = createError('BUS_MESSAGE_TOO_LARGE', 'message is %d bytes (body, subject and data together), more than the limit of %d', 413)
+export const NulCharacter = createError('BUS_NUL_CHARACTER', '%s contains a NUL character (U+0000), which the bus does not store: remove it, or carry binary data base64-encoded in `data`', 400)
 export const EmptyMessage = createError('BUS_EMPTY_MESSAGE', 'a message needs a non-empty body or data', 400)
 export const IdempotencyConflict = createError('BUS_IDEMPOTENCY_CONFLICT', 'Idempotency-Key %s was already used for message %d with a different request; use a new key for a new message', 422)
 export const TooDeep = createError('BUS_TOO_DEEP', '%s is nested more than %d levels deep', 400)

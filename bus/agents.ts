@@ -10,6 +10,7 @@ import { AgentNotFound, BadWebhook, Forbidden, NameRetired, NameTaken } from '..
 import type { AgentCreate, AgentUpdate } from '../schemas/agent.js'
 import { newWebhookSecret } from '../webhooks/sign.js'
 import type { BusOptions } from './bus.js'
+import { refuseNul } from './pages.js'
 import { hashToken, newToken } from './tokens.js'
 
 // Who calls: an agent, with the hash of the token it authenticated with (readers check it again: stillAuthorized),
@@ -54,6 +55,7 @@ export function agentOperations ({ db, write, notifier, refuseWebhook, exclusive
     // a stranger).
     async register (caller: Caller | null, input: AgentCreate) {
       const { name, webhook_url: url, reuse_name: reuseName = false, ...profile } = input
+      refuseNul({ description: profile.description })
       if (reuseName && caller?.kind !== 'admin') throw new Forbidden('only the admin may reuse the name of a deregistered agent')
       const webhook = url === undefined ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
       const token = newToken()
@@ -68,6 +70,7 @@ export function agentOperations ({ db, write, notifier, refuseWebhook, exclusive
       assertManages(caller, name)
       const row = await agentNamed(name)
       const { webhook_url: url, ...profile } = input
+      refuseNul({ description: profile.description ?? undefined })
       const webhook = url === undefined || url === null ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
       const now = new Date().toISOString()
       await db.transaction().execute(async (trx) => {

@@ -8,7 +8,7 @@ import type { MessageCreate } from '../schemas/message.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch } from './events.js'
-import { decodeCursor, encodeCursor, withinBytes } from './pages.js'
+import { decodeCursor, encodeCursor, refuseNul, withinBytes } from './pages.js'
 
 export interface InboxRequest {
   unread?: boolean
@@ -75,6 +75,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
     async send ({ agent: sender }: AgentCaller, input: MessageCreate, idempotencyKey?: string): Promise<{ sent: Sent, replayed: boolean }> {
       const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = input
       if (body === '' && (data === undefined || Object.keys(data).length === 0)) throw new EmptyMessage()
+      refuseNul({ body, subject, 'Idempotency-Key': idempotencyKey })
       // Everything the message stores counts against the limit, not only its body.
       const bytes = Buffer.byteLength(body) + Buffer.byteLength(subject ?? '') + (data === undefined ? 0 : Buffer.byteLength(JSON.stringify(data)))
       if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)

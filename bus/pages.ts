@@ -1,4 +1,4 @@
-import { BadCursor } from '../errors.js'
+import { BadCursor, NulCharacter } from '../errors.js'
 
 // Cursors are opaque to clients: base64url of the keyset position of the last item returned. Only the exact
 // spelling the bus gives out is accepted ("99.0", " 1.1" or "0x1.1" would name the same position by accident).
@@ -21,4 +21,10 @@ export function withinBytes<T extends { body: string, subject: string | null, da
     if (bytes > PAGE_BYTES && i > 0) return page.slice(0, i)
   }
   return page
+}
+
+// Text the bus stores as it is given must not hold U+0000: PostgreSQL's text cannot, so no engine takes it, and a
+// message means the same whichever engine stores it. (Inside `data` and `metadata` it is stored escaped, as JSON.)
+export function refuseNul (fields: Record<string, string | undefined>): void {
+  for (const [field, value] of Object.entries(fields)) if (value?.includes('\u0000') === true) throw new NulCharacter(field)
 }

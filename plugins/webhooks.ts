@@ -164,7 +164,8 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
   function kick (): void {
     if (running) { again = true; return }
     running = dispatch()
-      .catch((err: unknown) => { log.error({ err }, 'webhook dispatch failed') })
+      // A database that is unavailable is logged once by the db plugin, not four times a second here.
+      .catch((err: unknown) => { if (app.storage.describeError(err) === undefined) log.error({ err }, 'webhook dispatch failed') })
       .finally(() => { running = undefined })
   }
 

@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { AgentName, Cursor, NullableTimestamp, Priority, ref, StringEnum, Timestamp } from './common.js'
 
-const MessageId = Type.Integer({ minimum: 1, description: 'A message id; ids grow in the order messages are stored.' })
+const MessageId = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'A message id; ids grow in the order messages are stored.' })
 
 export const MessageCreate = Type.Object({
   to: Type.Optional(Type.Union([

@@ -206,7 +206,18 @@ export async function startCluster ({ fsync = false } = {}) {
           stopping ??= stopAsync(cluster)
           return stopping
         }
-        return { url, stop }
+        // For tests of a database that goes away: the server stops (as a restart would stop it) and starts again
+        // on the same port with the same data.
+        const down = async () => {
+          const r = await run(prefix, dir, cluster.pgCtl, ['stop', '-D', cluster.dataDir, '-m', 'fast', '-w', '-t', '60'])
+          if (r.status !== 0) throw new Error(`PostgreSQL: pg_ctl stop failed: ${gist(r.output)}`)
+        }
+        const up = async () => {
+          const r = await run(prefix, dir, cluster.pgCtl, ['start', '-D', cluster.dataDir, '-w', '-t', '60', '-l', log, '-o', options])
+          if (r.status !== 0) throw new Error(`PostgreSQL: pg_ctl start failed: ${gist(r.output)}`)
+          await waitForConnection(url)
+        }
+        return { url, stop, down, up }
       }
       let logText = ''
       try { logText = readFileSync(log, 'utf8') } catch {}

@@ -11,7 +11,7 @@ export type Env = Record<string, string>
 
 // The engine the suite runs on: `npm test` runs it on SQLite, then on a throwaway PostgreSQL (scripts/test.mjs sets
 // BUS_TEST_POSTGRES_URL to that server). Tests about one engine live in test/sqlite/ and test/postgres/.
-export const postgresUrl = process.env.BUS_TEST_POSTGRES_URL
+export const postgresUrl = process.env.BUS_TEST_POSTGRES_URL === '' ? undefined : process.env.BUS_TEST_POSTGRES_URL
 export const engine = postgresUrl === undefined ? 'sqlite' : 'postgresql'
 
 // A fresh, empty database for one test, as a BUS_DB value: a SQLite file in the test's own folder, or a new

@@ -66,7 +66,11 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
   // The last failure of the server or the network, until a query succeeds again: /health reports it.
   let lastFailure: string | undefined
   // An idle connection that the server closed (a restart) reports here; without a listener it would end the process.
-  pool.on('error', (err) => { lastFailure = describePostgresError(err)?.message ?? lastFailure })
+  const failed = (err: Error): void => { lastFailure = describePostgresError(err)?.message ?? lastFailure }
+  pool.on('error', failed)
+  // The same for a connection that is checked out (in a transaction) when the server goes: pg emits 'error' on it
+  // as well as failing its query, and the pool listens only to idle ones.
+  pool.on('connect', (client) => { client.on('error', failed) })
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({ pool }),
     log (event) {

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { build, register, send, type Env } from '../helper.js'
+import { build, engine, register, send, testDb, type Env } from '../helper.js'
 import { openStream } from '../sse.js'
 
 async function serve (t: Parameters<typeof build>[0], env: Env = {}) {
@@ -140,7 +140,7 @@ t.test('an open stream keeps its agent online; keep-alive comments flow; close()
 t.test('keep-alive comments are sent on an idle stream', async (t) => {
   const { buildApp } = await import('../../app.js')
   const { loadConfig } = await import('../../config.js')
-  const app = await buildApp(loadConfig({ BUS_DB: ':memory:' }), { loops: false, streamKeepAliveMs: 50 })
+  const app = await buildApp(loadConfig({ BUS_DB: await testDb(t), BUS_MAX_EVENT_LOOP_DELAY_MS: '0' }), { loops: false, streamKeepAliveMs: 50 })
   t.teardown(() => app.close())
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   const alice = await register(app, 'alice')
@@ -214,5 +214,8 @@ t.test('a reader that stops reading pins about one batch of memory, not what is 
   for (let i = 0; i < 100; i++) t.equal((await send(app, alice, { to: 'bob', body: `${i} ${body}` })).statusCode, 201)
   await sleep(300)
   const growth = held() - before
-  t.ok(growth < 8 * 1048576, `held ${Math.round(growth / 1048576)} MB more while 48 MB were queued for a reader that stopped`)
+  // PostgreSQL's connections keep their receive buffers grown to the largest row they read (half a megabyte here,
+  // on each of the pool's connections): memory of the driver, not of the stream.
+  const allowance = engine === 'sqlite' ? 8 : 14
+  t.ok(growth < allowance * 1048576, `held ${Math.round(growth / 1048576)} MB more while 48 MB were queued for a reader that stopped`)
 })
