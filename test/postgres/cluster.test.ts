@@ -162,3 +162,21 @@ t.test('SIGKILL one node under load: every 201 stored once; a stream resumed on 
   t.equal(stored.length, new Set(stored).size, 'stored once each')
   t.ok(acknowledged.every((id) => stored.includes(id)), 'every 201 is stored')
 })
+
+t.test('two nodes at once: one name registered once, one Idempotency-Key stores one message', pgOnly, async (t) => {
+  const [one, two] = await startNodes(t, 2)
+  const codes = await Promise.all([one, two, one, two].map((node) => post(node.base, '/agents', { name: 'twin' }).then((r) => r.status)))
+  t.strictSame(codes.sort(), [201, 409, 409, 409])
+  const alice = await registerOn(one, 'alice')
+  await registerOn(two, 'bob')
+  for (let round = 0; round < 5; round++) {
+    const answers = await Promise.all([one, two].map((node) => fetch(`${node.base}/send`, {
+      method: 'POST', headers: { ...json, authorization: `Bearer ${alice.token}`, 'idempotency-key': `k${round}` }, body: JSON.stringify({ to: 'bob', body: `once ${round}` })
+    })))
+    t.strictSame(answers.map((r) => r.status), [201, 201])
+    const [a, b] = await Promise.all(answers.map((r) => r.json()))
+    t.equal(a.id, b.id, `round ${round}: both answers name one message`)
+  }
+  const history = await (await get(two.base, '/history', alice.token)).json()
+  t.equal(history.messages.length, 5, 'five messages, not ten')
+})
