@@ -59,7 +59,8 @@ export function agentOperations ({ db, write, notifier, refuseWebhook, exclusive
       if (reuseName && caller?.kind !== 'admin') throw new Forbidden('only the admin may reuse the name of a deregistered agent')
       const webhook = url === undefined ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
       const token = newToken()
-      const created = await createAgent(db, name, profile, hashToken(token), new Date().toISOString(), webhook, { reuseName })
+      // Ordered: no send that has taken a seq but not committed may miss the new agent (db/agents.ts).
+      const created = await write((trx) => createAgent(trx, name, profile, hashToken(token), new Date().toISOString(), webhook, { reuseName }), { ordered: true })
       if (created === 'taken') throw new NameTaken(name)
       if (created === 'retired') throw new NameRetired(name)
       return { ...toAgentSelf(created), ...(webhook && { webhook_secret: webhook.secret }), token }
@@ -73,12 +74,14 @@ export function agentOperations ({ db, write, notifier, refuseWebhook, exclusive
       refuseNul({ description: profile.description ?? undefined })
       const webhook = url === undefined || url === null ? undefined : { url: await checkWebhook(url), secret: newWebhookSecret() }
       const now = new Date().toISOString()
-      await db.transaction().execute(async (trx) => {
+      // A webhook change is ordered: a send in flight on another node must not store its delivery after the
+      // undelivered ones were queued, without a push queued for it.
+      await write(async (trx) => {
         await updateProfile(trx, row.id, profile)
         if (url !== undefined) await setWebhook(trx, row.id, webhook?.url ?? null, webhook?.secret ?? null)
         if (webhook) await queueUndelivered(trx, row.id, now)
         if (url === null) await clearWebhooks(trx, row.id)
-      })
+      }, { ordered: url !== undefined })
       return { ...toAgentSelf(await agentNamed(name)), ...(webhook && { webhook_secret: webhook.secret }) }
     },
 
@@ -112,7 +115,8 @@ export function agentOperations ({ db, write, notifier, refuseWebhook, exclusive
     async deregister (caller: Caller, name: string): Promise<void> {
       assertManages(caller, name)
       const row = await agentNamed(name)
-      await deregisterAgent(db, row.id, new Date().toISOString())
+      // Ordered: the unread count it takes off must include the deliveries of sends in flight.
+      await write((trx) => deregisterAgent(trx, row.id, new Date().toISOString()), { ordered: true })
       notifier.publish({ kind: 'revoked', agentId: row.id })
     },
 

@@ -7,13 +7,10 @@ import type { BusEvent, Notifier } from './events.js'
 // latency (until the reader's own periodic re-read), never a message.
 export function createClusterNotifier (local: Notifier, link: ClusterLink): Notifier {
   link.listen((payload) => {
-    let event: BusEvent
-    try {
-      event = JSON.parse(payload) as BusEvent
-    } catch {
-      return // not ours, or cut short: nothing to wake
-    }
-    local.publish(event)
+    // Anything that can connect to the database can NOTIFY on the channel, and a node of another version may speak
+    // differently: only well-formed events get through, and none can end this node's readers for it.
+    const event = parseEvent(payload)
+    if (event !== undefined) local.publish(event)
   }, () => {
     // Events may have been missed while the link was down: every reader and the webhook dispatcher read again.
     local.publish(WAKE_ALL)
@@ -40,4 +37,39 @@ function compact (event: BusEvent): BusEvent {
     return { ...event, recipientIds: null }
   }
   return event
+}
+
+const isId = (value: unknown): value is number => Number.isSafeInteger(value)
+const isText = (value: unknown): value is string => typeof value === 'string' && value.length <= 1024
+
+// The event a payload carries, when it is one another node may send; undefined otherwise.
+export function parseEvent (payload: string): BusEvent | undefined {
+  let e: Record<string, unknown>
+  try {
+    e = JSON.parse(payload) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+  if (e === null || typeof e !== 'object') return undefined
+  switch (e.kind) {
+    case 'message':
+      if (isId(e.seq) && isId(e.senderId) && typeof e.webhooks === 'boolean' &&
+        (e.recipientIds === null || (Array.isArray(e.recipientIds) && e.recipientIds.every(isId)))) {
+        return { kind: 'message', seq: e.seq, senderId: e.senderId, recipientIds: e.recipientIds as number[] | null, webhooks: e.webhooks }
+      }
+      return undefined
+    case 'receipt':
+      if (isId(e.senderId) && isId(e.messageId) && isText(e.agent) && isText(e.readAt)) {
+        return { kind: 'receipt', senderId: e.senderId, messageId: e.messageId, agent: e.agent, readAt: e.readAt }
+      }
+      return undefined
+    case 'presence':
+      if (isText(e.agent) && (e.status === 'online' || e.status === 'offline')) return { kind: 'presence', agent: e.agent, status: e.status }
+      return undefined
+    // A forged one could only end an agent's readers, which then reconnect, as after a token rotation.
+    case 'revoked':
+      return isId(e.agentId) ? { kind: 'revoked', agentId: e.agentId } : undefined
+    default:
+      return undefined // 'shutdown' is a node's own business
+  }
 }

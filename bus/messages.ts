@@ -58,7 +58,11 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
       let page = await read()
       while (page.length === 0 && !watch.closed && !signal?.aborted && Date.now() < deadline) {
-        await watch.wait(Math.min(deadline - Date.now(), recheckMs), signal)
+        // A quiet recheck also asks whether the token still works (a revocation's notification may be lost).
+        if (!await watch.wait(Math.min(deadline - Date.now(), recheckMs), signal) && !await stillAuthorized(db, agent.id, tokenHash)) {
+          watch.end('revoked')
+          break
+        }
         page = await read()
       }
       // The token this poll was made with no longer works: it must not be answered with the agent's mail.
@@ -151,8 +155,11 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
         if (!row) throw new AgentNotFound(other)
         withAgentId = row.id
       }
-      await sync(agent)
+      // No further than the horizon the sync reached: a message stored meanwhile with a lower seq than one read
+      // here (a broadcast not yet copied, another node's commit) would be behind the cursor for ever.
+      const upToSeq = await sync(agent)
       const read = await listHistory(db, agent.id, {
+        upToSeq,
         since: toIso(since, 'since'),
         until: toIso(until, 'until'),
         withAgentId,

@@ -121,7 +121,10 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
             }
             if (over()) return
             await recordDelivery(write, agent.id, batch)
-            if (batch.length === 0) await watch.wait(recheckMs, signal)
+            // A quiet recheck also asks whether the token still works: a revocation on another node reaches this
+            // one by a notification, which may be lost.
+            if (batch.length === 0 && !await watch.wait(recheckMs, signal) && !watch.closed &&
+              !await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
           }
         },
 

@@ -31,31 +31,31 @@ export const toAgentSelf = (row: AgentRow) => ({ ...toAgent(row), webhook_url: r
 
 // The new agent's row; 'taken' when a registered agent has the name; 'retired' when a deregistered one had it (mail
 // addressed to it, and others' history with it, must not reach a stranger) and reuseName was not given.
-export async function createAgent (db: Kysely<Database>, name: string, profile: AgentProfile, tokenHash: string, now: string,
+// Run it in the caller's transaction, as an ordered write (db/group-commit.ts): the agent's broadcasts_upto is the
+// newest seq, and a send that took a seq but has not committed must not miss the new agent's webhook row or count.
+export async function createAgent (trx: Db, name: string, profile: AgentProfile, tokenHash: string, now: string,
   webhook?: Webhook, { reuseName = false } = {}): Promise<AgentRow | 'taken' | 'retired'> {
-  return db.transaction().execute(async (trx) => {
-    if (await findAgent(trx, name)) return 'taken'
-    if (!reuseName && await trx.selectFrom('agents').select('id').where('name', '=', name).where('deleted_at', 'is not', null).executeTakeFirst()) return 'retired'
-    const created = await trx.insertInto('agents').values({
-      name,
-      description: profile.description ?? null,
-      capabilities: JSON.stringify(profile.capabilities ?? []),
-      metadata: JSON.stringify(profile.metadata ?? {}),
-      token_hash: tokenHash,
-      registered_at: now,
-      last_seen_at: null,
-      deleted_at: null,
-      webhook_url: webhook?.url ?? null,
-      webhook_secret: webhook?.secret ?? null,
-      // Broadcasts already stored were not meant for it.
-      broadcasts_upto: trx.selectFrom('messages').select((eb) => eb.fn.coalesce(eb.fn.max('seq'), eb.lit(0)).as('seq'))
-    })
-      // Another node may register the same name between the check above and this insert: the name's unique index
-      // decides, and the loser hears 'taken' as it would have a moment later.
-      .onConflict((oc) => oc.column('name').where('deleted_at', 'is', null).doNothing())
-      .returningAll().executeTakeFirst()
-    return created ?? 'taken'
+  if (await findAgent(trx, name)) return 'taken'
+  if (!reuseName && await trx.selectFrom('agents').select('id').where('name', '=', name).where('deleted_at', 'is not', null).executeTakeFirst()) return 'retired'
+  const created = await trx.insertInto('agents').values({
+    name,
+    description: profile.description ?? null,
+    capabilities: JSON.stringify(profile.capabilities ?? []),
+    metadata: JSON.stringify(profile.metadata ?? {}),
+    token_hash: tokenHash,
+    registered_at: now,
+    last_seen_at: null,
+    deleted_at: null,
+    webhook_url: webhook?.url ?? null,
+    webhook_secret: webhook?.secret ?? null,
+    // Broadcasts already stored were not meant for it.
+    broadcasts_upto: trx.selectFrom('messages').select((eb) => eb.fn.coalesce(eb.fn.max('seq'), eb.lit(0)).as('seq'))
   })
+    // Another node may register the same name between the check above and this insert: the name's unique index
+    // decides, and the loser hears 'taken' as it would have a moment later.
+    .onConflict((oc) => oc.column('name').where('deleted_at', 'is', null).doNothing())
+    .returningAll().executeTakeFirst()
+  return created ?? 'taken'
 }
 
 export async function findAgent (db: Db, name: string): Promise<AgentRow | undefined> {

@@ -188,8 +188,12 @@ const SYNC_BATCH = 1000
 
 // The newest message and the newest broadcast, in one statement so that both come from the same snapshot. It runs
 // before every read and every stream wake-up.
+// When every message is archived the newest is in the archive: a reader's horizon must not fall back to 0 then.
 const horizon = prepared((db) => db.selectNoFrom((eb) => [
-  eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).as('latest'),
+  eb.fn.coalesce(
+    eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')),
+    eb.selectFrom('archived_messages').select((s) => s.fn.max('seq').as('seq'))
+  ).as('latest'),
   eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
 ]))
 export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
@@ -498,6 +502,8 @@ export interface HistoryQuery {
   thread?: number
   limit: number
   afterSeq?: number
+  // Only messages up to this seq (the reader's horizon).
+  upToSeq?: number
 }
 
 // What the agent sent or received, in the order it was stored, archived messages included. Each of the four
@@ -512,6 +518,7 @@ export async function listHistory (db: Db, agentId: number, q: HistoryQuery): Pr
         .where('d.recipient_id', '=', agentId)
     let built = query.innerJoin('agents as s', 's.id', 'm.sender_id').select(messageColumns(store))
     if (q.afterSeq !== undefined) built = built.where('m.seq', '>', q.afterSeq)
+    if (q.upToSeq !== undefined) built = built.where('m.seq', '<=', q.upToSeq)
     if (q.since !== undefined) built = built.where('m.created_at', '>=', q.since)
     if (q.until !== undefined) built = built.where('m.created_at', '<', q.until)
     if (q.thread !== undefined) built = built.where('m.thread_id', '=', q.thread)

@@ -18,13 +18,13 @@ interface Compiled<O> { query: CompiledQuery<O>, slots: Array<Slot | undefined> 
 // read) have a fixed shape, so only their parameters change. `build` is called once per shape with placeholders in
 // place of its arguments, so it must use them only as values (in where, values, limit…), never branch on them.
 // An array argument (an `in` list) gets one compiled query per length; an object argument (a row to insert) one per
-// set of keys, so give it every column, null included. The SQL depends only on the dialect, and a
-// process runs one, so the compiled queries are kept for the process.
+// set of keys, so give it every column, null included. The SQL depends only on the dialect, so the compiled queries
+// are kept for the process, per dialect (a process may open both engines: a test, the benchmark).
 export function prepared<A extends unknown[], O> (build: (db: Db, ...args: A) => Compilable<O>) {
   const byShape = new Map<string, Compiled<O>>()
   // The compiled query with these arguments bound (for EXPLAIN in tests, and for running it).
   const compile = (db: Db, ...args: A): CompiledQuery<O> => {
-    const shape = args.map((arg) => Array.isArray(arg) ? arg.length : isRecord(arg) ? Object.keys(arg).join(' ') : '').join()
+    const shape = db.getExecutor().adapter.constructor.name + args.map((arg) => Array.isArray(arg) ? arg.length : isRecord(arg) ? Object.keys(arg).join(' ') : '').join()
     let compiled = byShape.get(shape)
     if (compiled === undefined) {
       const placeholders = args.map((arg, i) => Array.isArray(arg)

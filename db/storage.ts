@@ -19,6 +19,9 @@ export interface Storage {
   // Why the database cannot serve writes now (disk full, file deleted, server unreachable), or undefined. Cheap:
   // /health asks it on every call, and a loop logs its changes.
   problem: () => string | undefined
+  // For /health: asks the database, and throws when it cannot be reached; answers why it cannot take writes, or
+  // undefined when it can.
+  check: () => Promise<string | undefined>
   // What a failed query means for a client, or undefined when it is no storage failure: the database is
   // unavailable for now (retry: true, a 503 with Retry-After), or needs an operator (retry: false).
   describeError: (err: unknown) => StorageFailure | undefined

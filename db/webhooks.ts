@@ -57,10 +57,13 @@ export async function claimWebhooks (storage: Storage, now: string, leaseUntil: 
   })
 }
 
-// A claimed attempt that this node gives back unmade (it is shutting down): due at once, for any node.
-export async function releaseWebhook (db: Db, seq: number, recipientId: number, now: string): Promise<void> {
-  await db.updateTable('deliveries').set({ webhook_next_at: now })
-    .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).where('webhook_next_at', 'is not', null).execute()
+// Claimed attempts that this node gives back unmade (it is shutting down, or claimed more of one recipient's than
+// it may have in flight): due at once, for any node. One statement however many.
+export async function releaseWebhooks (db: Db, keys: Array<{ seq: number, recipientId: number }>, now: string): Promise<void> {
+  if (keys.length === 0) return
+  await db.updateTable('deliveries as d').set({ webhook_next_at: now })
+    .where((eb) => eb(eb.refTuple('d.message_seq', 'd.recipient_id'), 'in', keys.map((k) => eb.tuple(k.seq, k.recipientId))))
+    .where('d.webhook_next_at', 'is not', null).execute()
 }
 
 // A 2xx: delivered, nothing more to send.

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { claimWebhooks, postponeWebhooks, releaseWebhook, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
+import { claimWebhooks, postponeWebhooks, releaseWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
 import { Breakers } from '../webhooks/breaker.js'
 import { createWebhookPoster } from '../webhooks/post.js'
 import { legacySignature, signWebhook } from '../webhooks/sign.js'
@@ -91,7 +91,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       }
     }
     // Not the receiver's fault: given back, due at once for whichever node runs next.
-    if (closing.signal.aborted) return releaseWebhook(db, due.message.id, due.recipientId, new Date().toISOString())
+    if (closing.signal.aborted) return releaseWebhooks(db, [{ seq: due.message.id, recipientId: due.recipientId }], new Date().toISOString())
     const attempts = due.attempts + 1
     const nextAt = at + retryDelayMs(retryBaseMs, attempts)
     const expired = nextAt > Date.parse(due.message.created_at) + maxAgeMs
@@ -135,6 +135,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       // take it, so claiming more than can start would delay them.
       const claimed = await claimWebhooks(app.storage, new Date(now).toISOString(), new Date(now + leaseMs).toISOString(),
         CONCURRENCY - inFlight.size, { busy, open: breakers.open(now) })
+      const overflow: Array<{ seq: number, recipientId: number }> = []
       for (const due of claimed) {
         const key = `${due.message.id}:${due.recipientId}`
         const state = breakers.state(due.recipientId, due.url, now)
@@ -142,12 +143,13 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
         if (inFlight.has(key)) continue
         // Claimed beyond what the recipient may have in flight (several of its rows on one page): given back.
         if ((slots.get(due.recipientId)?.count ?? 0) >= limit) {
-          await releaseWebhook(db, due.message.id, due.recipientId, new Date(now).toISOString())
+          overflow.push({ seq: due.message.id, recipientId: due.recipientId })
           continue
         }
         start(due, key, limit)
         started++
       }
+      await releaseWebhooks(db, overflow, new Date(now).toISOString())
       // Nothing new on this page: the rest is in flight or waits for a recipient's slot.
       if (started === 0) return
     }

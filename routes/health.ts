@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { sql } from 'kysely'
 import { Unavailable } from '../errors.js'
 import { errorResponse, ref } from '../schemas/common.js'
 import { Health } from '../schemas/stats.js'
@@ -15,15 +14,15 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: ref(Health, 'Serving.'), 503: errorResponse('Shutting down, or the database is unavailable or cannot write.', { retry: true }) }
     }
   }, async (request, reply) => {
+    let problem: string | undefined
     try {
-      await sql`select 1`.execute(app.db)
+      problem = await app.storage.check()
     } catch (err) {
       request.log.error({ err }, 'health check failed')
       reply.header('retry-after', '5')
       throw new Unavailable('database unavailable')
     }
-    // A store that reads but cannot keep a write (disk full, file deleted) is not serving: say which.
-    const problem = app.storage.problem()
+    // A store that reads but cannot keep a write (disk full, file deleted, read-only) is not serving: say which.
     if (problem !== undefined) {
       reply.header('retry-after', '5')
       throw new Unavailable(`database cannot write: ${problem}`)

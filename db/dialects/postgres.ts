@@ -41,7 +41,9 @@ const types = {
 
 // Keys of the advisory locks, named so that another application's keys on the same database are unlikely to clash.
 const lockKey = (name: string) => sql`hashtext(${`agent-bus:${name}`})`
-const ORDER = CompiledQuery.raw("select pg_advisory_xact_lock(hashtext('agent-bus:order'))")
+// A batch waits at most 10 s for the order lock (a node that holds it is committing a batch, which takes
+// milliseconds); past that its writes fail with 55P03, a 503 the client retries, rather than hanging.
+const ORDER = CompiledQuery.raw("with t as (select set_config('lock_timeout', '10s', true)) select pg_advisory_xact_lock(hashtext('agent-bus:order')) from t")
 
 // Where the URL points, without its password, for messages.
 function describeTarget (url: string): string {
@@ -61,12 +63,28 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
     throw new StorageStartError('BUS_DB is not a valid PostgreSQL URL (postgres://user:password@host:5432/dbname)')
   }
   const target = describeTarget(url)
-  const config: pg.PoolConfig = { connectionString: url, types, connectionTimeoutMillis: 5000, keepAlive: true, application_name: 'agent-bus' }
+  const config: pg.PoolConfig = {
+    connectionString: url,
+    types,
+    connectionTimeoutMillis: 5000,
+    // A server or network that went silent is noticed by TCP keep-alive after 10 s, not the system's 2 hours.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    application_name: 'agent-bus',
+    // A node that stops in the middle of a transaction (a paused VM, a partition) would hold its locks, the order
+    // lock among them, and stall every other node's sends: the server ends such a transaction after 30 s, and no
+    // statement of the bus runs for minutes.
+    options: '-c idle_in_transaction_session_timeout=30000 -c statement_timeout=120000'
+  }
   const pool = new pg.Pool({ ...config, max: poolSize })
-  // The last failure of the server or the network, until a query succeeds again: /health reports it.
-  let lastFailure: string | undefined
+  // The last failure of the server or the network, for /health: until a query succeeds again, or, for a failure
+  // that only writes meet (a full disk, a read-only server), until a write succeeds.
+  let lastFailure: (StorageFailure & { writes: boolean }) | undefined
+  const failed = (err: unknown): void => {
+    const failure = describePostgresError(err)
+    if (failure !== undefined) lastFailure = { ...failure, writes: WRITE_FAILURES.has((err as { code?: string }).code ?? '') }
+  }
   // An idle connection that the server closed (a restart) reports here; without a listener it would end the process.
-  const failed = (err: Error): void => { lastFailure = describePostgresError(err)?.message ?? lastFailure }
   pool.on('error', failed)
   // The same for a connection that is checked out (in a transaction) when the server goes: pg emits 'error' on it
   // as well as failing its query, and the pool listens only to idle ones.
@@ -74,8 +92,8 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({ pool }),
     log (event) {
-      if (event.level === 'query') lastFailure = undefined
-      else lastFailure = describePostgresError(event.error)?.message ?? lastFailure
+      if (event.level === 'error') failed(event.error)
+      else if (lastFailure !== undefined && (!lastFailure.writes || !/^\s*select\b/i.test(event.query.sql))) lastFailure = undefined
     }
   })
 
@@ -88,11 +106,14 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
   try {
     // Nodes that start together take turns: the first migrates, the others find nothing left to do.
     await db.connection().execute(async (conn) => {
+      // A migration may rebuild an index over many rows: no statement timeout for it.
+      await sql`set statement_timeout = 0`.execute(conn)
       await sql`select pg_advisory_lock(${lockKey('migrate')})`.execute(conn)
       try {
         await migrateToLatest(conn, migrations)
       } finally {
         await sql`select pg_advisory_unlock(${lockKey('migrate')})`.execute(conn)
+        await sql`reset statement_timeout`.execute(conn)
       }
     })
   } catch (err) {
@@ -107,7 +128,12 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
     write: createGroupCommit(db, { beginOrdered: unordered ? undefined : async (trx) => { await trx.executeQuery(ORDER) } }),
     schemaVersion: Object.keys(migrations).at(-1) as string,
     size: async () => (await sql<{ size: number }>`select pg_database_size(current_database()) as size`.execute(db)).rows[0].size,
-    problem: () => lastFailure,
+    problem: () => lastFailure?.message,
+    async check () {
+      // A server that answers but takes no writes (a standby, or one set read-only) is not serving.
+      const { rows: [{ ro }] } = await sql<{ ro: string }>`select current_setting('transaction_read_only') as ro`.execute(db)
+      return ro === 'on' ? 'database is read-only' : lastFailure?.message
+    },
     describeError: describePostgresError,
     cluster: link,
     exclusively: async (job, work) => db.transaction().execute(async (trx) => {
@@ -131,19 +157,26 @@ const oneLine = (err: unknown): string => String((err as Error)?.message ?? err)
 const RETRY_CLASSES = new Set(['08', '53', '57', '58'])
 const RETRY_CODES = new Set(['40001', '40P01', '25006', '55P03'])
 // The client's own words for a connection that is gone or never came.
-const CONNECTION_ERRORS = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|not queryable/i
+const CONNECTION_ERRORS = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|not queryable|Cannot use a pool after calling end/i
+
+// Failures that only writes meet: reads succeeding says nothing about them.
+const WRITE_FAILURES = new Set(['53100', '25006'])
 
 export function describePostgresError (err: unknown): StorageFailure | undefined {
   if (!(err instanceof Error)) return undefined
-  const code = (err as { code?: unknown }).code
-  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
+  // A SQLSTATE only on errors the server sent; Node's own codes (EPIPE, ECONNRESET) are five capitals too.
+  if (err instanceof pg.DatabaseError && typeof err.code === 'string') {
+    const code = err.code
     if (code === '53100') return { message: 'database disk full', retry: true }
     if (code === '25006') return { message: 'database is read-only', retry: true }
     if (code.startsWith('57')) return { message: 'database is shutting down or restarting', retry: true }
     if (RETRY_CODES.has(code)) return { message: 'database busy', retry: true }
     if (RETRY_CLASSES.has(code.slice(0, 2))) return { message: 'database unavailable', retry: true }
+    // The credentials or the database changed under a running bus: an operator's business, but a 503 all the same.
+    if (code === '28P01' || code === '28000' || code === '3D000') return { message: 'database refuses the connection', retry: true }
     return undefined
   }
+  const code = (err as { code?: unknown }).code
   if (CONNECTION_ERRORS.test(err.message) || (typeof code === 'string' && CONNECTION_ERRORS.test(code))) {
     return { message: 'database unreachable', retry: true }
   }

@@ -182,6 +182,10 @@ export async function openSqlite ({ path, sync }: SqliteOptions): Promise<Storag
     schemaVersion: Object.keys(migrations).at(-1) as string,
     size: async () => sizeBytes(),
     problem: writeProblem,
+    async check () {
+      await sql`select 1`.execute(db)
+      return writeProblem()
+    },
     describeError (err) {
       const message = describeStorageError(err)
       // A deleted or moved database file needs an operator: retrying cannot help.
