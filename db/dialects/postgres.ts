@@ -236,7 +236,8 @@ function createClusterLink (pool: pg.Pool, config: pg.ClientConfig, log: NonNull
     listen (onPayload, onGap) {
       let delay = 100
       const connect = async (): Promise<void> => {
-        const c = new pg.Client({ ...config, query_timeout: PING_MS })
+        // Named apart from the pool's connections, so an operator sees it in pg_stat_activity.
+        const c = new pg.Client({ ...config, application_name: 'agent-bus listen', query_timeout: PING_MS })
         const drop = (err?: unknown): void => {
           if (client !== c) return
           client = undefined

@@ -1,5 +1,6 @@
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
+import pg from 'pg'
 import t, { type Test } from 'tap'
 import { postgresUrl, testDb } from '../helper.js'
 import { startServer } from '../process.js'
@@ -179,4 +180,27 @@ t.test('two nodes at once: one name registered once, one Idempotency-Key stores 
   }
   const history = await (await get(two.base, '/history', alice.token)).json()
   t.equal(history.messages.length, 5, 'five messages, not ten')
+})
+
+t.test('a node whose listening connection is cut reconnects it, and push across nodes goes on', pgOnly, async (t) => {
+  const db = await testDb(t)
+  const [one, two] = await startNodes(t, 2, {}, db)
+  const alice = await registerOn(one, 'alice')
+  const bob = await registerOn(one, 'bob')
+  const stream = openStream(`${two.base}/stream`, bob.token)
+  t.teardown(stream.close)
+  await stream.opened
+  // The server ends every LISTEN connection (node 2's among them), as a restart of a pooler or a network cut would.
+  const admin = new pg.Client({ connectionString: db })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const { rowCount } = await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'agent-bus listen'")
+  t.equal(rowCount, 2, 'both nodes\' listening connections were cut')
+  await until('node 2 listening again', () => (two.output().match(/listening for other nodes/g) ?? []).length >= 2)
+  t.match(two.output(), /lost the connection that listens for other nodes: reconnecting/)
+  for (let i = 0; i < 3; i++) {
+    t.equal((await post(one.base, '/send', { to: 'bob', body: `after ${i}` }, alice.token)).status, 201)
+    await stream.until(i + 1)
+  }
+  t.strictSame(stream.events.map((e) => e.data.body), ['after 0', 'after 1', 'after 2'], 'each send through node 1 reaches the stream on node 2')
 })
