@@ -39,3 +39,18 @@ t.test('a bad configuration stops the start with a message naming the variable',
   t.equal(code, 1)
   t.match(server.errors(), /BUS_OFFLINE_AFTER_S/)
 })
+
+t.test('a PostgreSQL URL that cannot be used stops the start with one line naming the problem', async (t) => {
+  for (const [url, problem] of [
+    ['postgres://bus@127.0.0.1:1/bus', /^agent-bus: cannot reach PostgreSQL at 127\.0\.0\.1:1\/bus: connect ECONNREFUSED/],
+    ['postgres://bus:secret@[::1', /^agent-bus: BUS_DB is not a valid PostgreSQL URL/]
+  ] as const) {
+    const server = startServer({ BUS_DB: url })
+    t.teardown(() => server.child.kill('SIGKILL'))
+    const [code] = await once(server.child, 'exit')
+    t.equal(code, 1, url)
+    t.match(server.errors(), problem)
+    t.equal(server.errors().trim().split('\n').length, 1, 'one line, no stack trace')
+    t.notMatch(server.errors(), /secret/, 'no password in it')
+  }
+})
