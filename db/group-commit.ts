@@ -14,6 +14,10 @@ export interface GroupCommitOptions {
   // Runs first in a batch that holds an ordered write. An engine whose writers commit concurrently (several nodes on
   // one database) serialises such batches here, so that no position becomes visible before a lower one.
   beginOrdered?: (trx: Transaction<Database>) => Promise<void>
+  // A savepoint around each write of a batch keeps one failing write from undoing the others. Each costs two
+  // statements; where a statement is a network round trip (PostgreSQL) that is most of a send's cost, so an engine may
+  // go without: a batch in which a write fails is then rolled back whole and its writes run again one by one.
+  savepoints?: boolean
 }
 
 interface Pending {
@@ -32,7 +36,7 @@ const SAVEPOINT = CompiledQuery.raw('savepoint w')
 const RELEASE = CompiledQuery.raw('release w')
 const ROLLBACK = CompiledQuery.raw('rollback to w')
 
-export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, beginOrdered }: GroupCommitOptions = {}): Write {
+export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, beginOrdered, savepoints = true }: GroupCommitOptions = {}): Write {
   let queue: Pending[] = []
   let flushing = false
 
@@ -45,8 +49,8 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
       // full disk, an I/O error): db/open.ts makes that ROLLBACK a no-op, so execute() rethrows the first error.
       await db.transaction().execute(async (trx) => {
         if (beginOrdered !== undefined && batch.some((item) => item.ordered)) await beginOrdered(trx)
-        if (batch.length === 1) {
-          outcomes.push({ value: await batch[0].work(trx) })
+        if (batch.length === 1 || !savepoints) {
+          for (const { work } of batch) outcomes.push({ value: await work(trx) })
           return
         }
         for (const { work } of batch) {
@@ -63,8 +67,22 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
         }
       })
     } catch (err) {
-      for (const item of batch) item.reject(err)
-      return
+      if (savepoints || batch.length === 1) {
+        for (const item of batch) item.reject(err)
+        return
+      }
+      // Without savepoints one write's failure undid the batch: each runs again alone, and fails alone.
+      outcomes.length = 0
+      for (const item of batch) {
+        try {
+          outcomes.push({ value: await db.transaction().execute(async (trx) => {
+            if (beginOrdered !== undefined && item.ordered) await beginOrdered(trx)
+            return item.work(trx)
+          }) })
+        } catch (err) {
+          outcomes.push({ err })
+        }
+      }
     }
     batch.forEach((item, i) => {
       const outcome = outcomes[i]

@@ -122,10 +122,19 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
   }
 
   const link = createClusterLink(pool, config, log)
+  const ordered = createGroupCommit(db, {
+    beginOrdered: unordered ? undefined : async (trx) => { await trx.executeQuery(ORDER) },
+    savepoints: false
+  })
   return {
     engine: 'postgresql',
     db,
-    write: createGroupCommit(db, { beginOrdered: unordered ? undefined : async (trx) => { await trx.executeQuery(ORDER) } }),
+    // Only the writes that take positions (sends, and the agent changes they must not race) share group commits,
+    // behind the order lock. Every other write (a read marking deliveries, an ack, a broadcast's copies) runs in a
+    // transaction of its own on the pool: PostgreSQL flushes the WAL of concurrent commits together by itself, and a
+    // batch of unrelated writes would hold each one's row locks until the last is done, making nodes wait on each
+    // other and deadlock.
+    write: (work, options) => options?.ordered === true ? ordered(work, options) : db.transaction().execute(work),
     schemaVersion: Object.keys(migrations).at(-1) as string,
     size: async () => (await sql<{ size: number }>`select pg_database_size(current_database()) as size`.execute(db)).rows[0].size,
     problem: () => lastFailure?.message,
