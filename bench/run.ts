@@ -2,7 +2,7 @@
 // every figure beside the same work done by a bare Fastify route with no storage (bench/ceiling.ts).
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { request as httpRequest, Agent } from 'node:http'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +10,10 @@ import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import SQLite from 'better-sqlite3'
 import autocannon from 'autocannon'
+import pg from 'pg'
+import { openPostgres } from '../db/dialects/postgres.js'
+import { PRIORITIES, sendMessage } from '../db/messages.js'
+import type { Cluster } from '../scripts/pg-cluster.mjs'
 import { monotonicMs, rssBytes } from './proc.js'
 
 const quick = process.argv.includes('--quick')
@@ -17,6 +21,10 @@ const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt < 0 ? undefined : process.argv[onlyAt + 1]
 const runs = (group: 'send' | 'inbox' | 'fanout'): boolean => only === undefined || only === group
+// --engine sqlite|postgresql: one engine's workloads (and the ceiling); both by default.
+const engineAt = process.argv.indexOf('--engine')
+const engine = engineAt < 0 ? undefined : process.argv[engineAt + 1]
+const onEngine = (name: 'sqlite' | 'postgresql'): boolean => engine === undefined || engine === name
 const DURATION_S = quick ? 5 : 10
 const WARMUP_S = quick ? 1 : 3
 const CONNECTIONS = 64
@@ -66,13 +74,28 @@ const inboxPathFor = (limit: number): string => `/inbox?unread=true&limit=${limi
 // The value at fraction p of sorted values.
 const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 
+// One load run: against several nodes (PostgreSQL), one generator per node at once, the connections split between
+// them; the throughput is their sum, the latencies those of the slowest node.
+async function load (target: string | string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[],
+  seconds: number, inboxLimit: number): Promise<Load> {
+  const bases = Array.isArray(target) ? target : [target]
+  if (bases.length === 1) return loadOne(bases[0], kind, tokens, names, seconds, inboxLimit, CONNECTIONS, 2)
+  const share = (i: number): number => Math.floor(CONNECTIONS * (i + 1) / bases.length) - Math.floor(CONNECTIONS * i / bases.length)
+  const parts = await Promise.all(bases.map((base, i) => loadOne(base, kind, tokens, names, seconds, inboxLimit, share(i), 1)))
+  const sum = (f: (l: Load) => number): number => parts.reduce((a, l) => a + f(l), 0)
+  const max = (f: (l: Load) => number): number => Math.max(...parts.map(f))
+  return { rps: sum((l) => l.rps), p50: max((l) => l.p50), p99: max((l) => l.p99), requests: sum((l) => l.requests), errors: sum((l) => l.errors) }
+}
+
+let luaFiles = 0
+
 // One load run from a separate process: wrk when installed (lighter), else autocannon. Each request picks a random
 // sender token and, for sends, a random recipient.
-async function load (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], seconds: number,
-  inboxLimit: number): Promise<Load> {
+async function loadOne (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], seconds: number,
+  inboxLimit: number, connections: number, threads: number): Promise<Load> {
   const inboxPath = inboxPathFor(inboxLimit)
   if (hasWrk) {
-    const lua = join(work, `${kind}.lua`)
+    const lua = join(work, `${kind}-${luaFiles++}.lua`)
     writeFileSync(lua, `
 local tokens = {${tokens.map((t) => `"${t}"`).join(',')}}
 local names = {${names.map((n) => `"${n}"`).join(',')}}
@@ -94,7 +117,7 @@ function done(summary, latency, requests)
   io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,"errors":%d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout + e.status))
 end`)
-    const run = spawn('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, base], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const run = spawn('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, base], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     run.stdout.on('data', (d) => { out += d })
     await once(run, 'exit')
@@ -102,14 +125,14 @@ end`)
     if (!result) throw new Error(`wrk: ${out}`)
     return { rps: result.requests / (result.duration_us / 1e6), p50: result.p50 / 1000, p99: result.p99 / 1000, requests: result.requests, errors: result.errors }
   }
-  return autocannonLoad(base, kind, tokens, names, seconds, inboxPath)
+  return autocannonLoad(base, kind, tokens, names, seconds, inboxPath, connections)
 }
 
 async function autocannonLoad (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[],
-  seconds: number, inboxPath: string): Promise<Load> {
+  seconds: number, inboxPath: string, connections: number): Promise<Load> {
   let n = 0
   const result = await autocannon({
-    url: base, connections: CONNECTIONS, duration: seconds,
+    url: base, connections, duration: seconds,
     requests: [{
       setupRequest: (req: autocannon.Request) => {
         const i = Math.floor(Math.random() * tokens.length)
@@ -123,7 +146,7 @@ async function autocannonLoad (base: string, kind: 'send' | 'inbox' | 'broadcast
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, errors: result.errors + result.non2xx }
 }
 
-async function measure (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], pid?: number,
+async function measure (base: string | string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], pid?: number,
   inboxLimit = 50) {
   await load(base, kind, tokens, names, WARMUP_S, inboxLimit)
   let rssUnderLoad = 0
@@ -217,7 +240,8 @@ function seed (path: string, count: number): void {
 // The streams are read by another process (bench/readers.ts), as they would be by other agents: read in this one,
 // their thousand sockets delayed the senders' own clock readings. Both sides read the machine's monotonic clock. An
 // event often arrives before its sender has read the 201 (the bus publishes just before it answers): those count 0.
-async function push (base: string, tokens: string[], names: string[], pid: number) {
+// On PostgreSQL the streams are open on one node and the sends go to others (sendBases), so each event crosses nodes.
+async function push (base: string, tokens: string[], names: string[], pid: number, sendBases: string[] = [base]) {
   const readers = fork('dist/bench/readers.js', [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   const message = (): Promise<unknown> => new Promise((resolve, reject) => {
     readers.once('message', resolve)
@@ -233,7 +257,7 @@ async function push (base: string, tokens: string[], names: string[], pid: numbe
   await Promise.all(Array.from({ length: 10 }, async (_, s) => {
     while (performance.now() < deadline) {
       const to = names[Math.floor(Math.random() * names.length)]
-      const res = await fetch(`${base}/send`, { method: 'POST', headers: { ...json, authorization: `Bearer ${tokens[s]}` }, body: JSON.stringify({ to, body: BODY }) })
+      const res = await fetch(`${sendBases[s % sendBases.length]}/send`, { method: 'POST', headers: { ...json, authorization: `Bearer ${tokens[s]}` }, body: JSON.stringify({ to, body: BODY }) })
       const at = monotonicMs()
       sentAt.set((await res.json()).id, at)
     }
@@ -247,7 +271,139 @@ async function push (base: string, tokens: string[], names: string[], pid: numbe
   return { streams: tokens.length, messages: latencies.length, lost: latencies.filter((l) => l === Infinity).length, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), beforeAnswer, rssStreams }
 }
 
+// ---- PostgreSQL: nodes on one database of a throwaway server -----------------------------------------------------
+
+type PgCluster = typeof import('../scripts/pg-cluster.mjs')
+// Compiled, this file is dist/bench/run.js; the script is plain JS at the repo root.
+const loadPgCluster = async (): Promise<PgCluster> => await import(new URL('../../scripts/pg-cluster.mjs', import.meta.url).href) as PgCluster
+
+const NODE_COUNTS = [1, 2, 3] as const
+const nodesLabel = (n: number): string => `${n} node${n === 1 ? '' : 's'}`
+
+// `count` bus processes on the database at url, started one after the other (the first one migrates).
+async function startNodes (count: number, url: string, script = 'dist/server.js'): Promise<Running[]> {
+  const nodes: Running[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const node = await start(script, { BUS_DB: url })
+      nodes.push(node)
+      await sleep(100)
+      if (node.child.exitCode !== null) throw new Error(`${script} exited with ${node.child.exitCode}`)
+    }
+  } catch (err) {
+    await stopAll(nodes)
+    throw err
+  }
+  return nodes
+}
+
+const stopAll = async (nodes: Running[]): Promise<void> => { await Promise.all(nodes.map(stop)) }
+
+async function pgQuery<T> (url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query(text)).rows as T[]
+  } finally {
+    await client.end()
+  }
+}
+
+// The whole machine's CPU in use (all cores), from /proc/stat: call it at the start, and what it returns at the end.
+function cpuBusy (): () => number {
+  const read = (): number[] => readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number)
+  const before = read()
+  return () => {
+    const after = read()
+    const total = after.reduce((a, v, i) => a + v - (before[i] ?? 0), 0)
+    const idle = after[3] + after[4] - before[3] - before[4]
+    return total > 0 ? 1 - idle / total : 0
+  }
+}
+
+// What the database's connections from the bus are doing, sampled every 100 ms while a run lasts: the average
+// number of them in each state, and the deadlocks the server broke meanwhile (each one a 1 s wait, deadlock_timeout,
+// and a 503 the client retries).
+async function watchPostgres (url: string): Promise<() => Promise<{ backends: Record<string, number>, deadlocks: number }>> {
+  const client = new pg.Client({ connectionString: url, application_name: 'agent-bus-bench' })
+  await client.connect()
+  const deadlocks = async (): Promise<number> => Number((await client.query('select deadlocks from pg_stat_database where datname = current_database()')).rows[0].deadlocks)
+  const first = await deadlocks()
+  const counts: Record<string, number> = {}
+  let samples = 0
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await client.query<{ state: string, type: string | null, event: string | null, query: string }>(`select state,
+        wait_event_type as type, wait_event as event, query from pg_stat_activity
+        where datname = current_database() and application_name = 'agent-bus' and state <> 'idle'`)
+      for (const { state, type, event, query } of rows) {
+        // A row lock is named by the statement that waits for it: `update "counters"`, `update "agents"`.
+        const statement = /^\s*(update|insert into|delete from)\s+"?(\w+)"?/i.exec(query)
+        const what = state === 'idle in transaction' ? 'transaction open, waiting for its node'
+          : type === null ? 'running'
+            : type === 'Lock' && event === 'advisory' ? 'waiting for the order lock'
+              : type === 'Lock' && (event === 'transactionid' || event === 'tuple')
+                ? `waiting for a row lock${statement === null ? '' : ` (${statement[1].toLowerCase()} ${statement[2]})`}`
+                : type === 'IO' && /^WAL/.test(event ?? '') ? 'flushing WAL' : `${type}:${event}`
+        counts[what] = (counts[what] ?? 0) + 1
+      }
+      samples++
+      await sleep(100)
+    }
+  })()
+  return async () => {
+    running = false
+    await loop
+    const result = { backends: Object.fromEntries(Object.entries(counts).map(([k, v]): [string, number] => [k, v / Math.max(1, samples)]).sort((a, b) => b[1] - a[1])), deadlocks: await deadlocks() - first }
+    await client.end()
+    return result
+  }
+}
+
+// measure() on PostgreSQL nodes, with the machine's CPU and the database's connections watched during the timed run.
+async function measurePostgres (bases: string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], url: string,
+  inboxLimit = 50) {
+  await load(bases, kind, tokens, names, WARMUP_S, inboxLimit)
+  const cpu = cpuBusy()
+  const stopWatching = await watchPostgres(url)
+  const result = await load(bases, kind, tokens, names, DURATION_S, inboxLimit)
+  const cpuBusyShare = cpu()
+  return { ...result, cpuBusy: cpuBusyShare, ...await stopWatching() }
+}
+
+// The table's words for what measurePostgres saw: CPU, the states that held connections (≥ 0.1 on average), deadlocks.
+const watched = (m: { cpuBusy: number, backends: Record<string, number>, deadlocks: number }): string =>
+  `; CPU ${fmt(m.cpuBusy * 100)}% busy; connections: ` +
+  (Object.entries(m.backends).filter(([, v]) => v >= 0.1).map(([k, v]) => `${fmt(v, 1)} ${k}`).join(', ') || 'none busy') +
+  (m.deadlocks > 0 ? `; ${m.deadlocks} deadlocks` : '')
+
+// `count` unread direct messages between the registered agents, stored by the bus's own sendMessage from this
+// process (no HTTP): many writes in flight, so group commit stores them a few hundred per transaction.
+async function seedPostgres (url: string, count: number): Promise<void> {
+  const storage = await openPostgres({ url })
+  try {
+    const agents = await storage.db.selectFrom('agents').select(['id', 'name']).orderBy('id').execute()
+    const now = new Date().toISOString()
+    for (let done = 0; done < count; done += 1000) {
+      await Promise.all(Array.from({ length: Math.min(1000, count - done) }, async (_, k) => {
+        const i = done + k
+        const from = agents[i % agents.length]
+        let to = agents[(i * 7 + 1) % agents.length]
+        if (to.id === from.id) to = agents[(i + 1) % agents.length]
+        const priority = PRIORITIES[i % 10 === 0 ? 2 : i % 5 === 0 ? 1 : 0]
+        const outcome = await storage.write((trx) => sendMessage(trx, { senderId: from.id, senderName: from.name, to: [to.name], body: BODY, priority, now }), { ordered: true })
+        if (!outcome.ok) throw new Error(`seeding PostgreSQL: ${JSON.stringify(outcome)}`)
+      }))
+    }
+  } finally {
+    await storage.close()
+  }
+}
+
 const results: Record<string, unknown> = {}
+let cluster: Cluster | undefined
+let postgresServer: { version: string, fsync: string, synchronous_commit: string } | undefined
 const rows: Array<[string, string, string]> = []
 const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
 const ratio = (a: number, b: number): string => `${fmt(a / b * 100)}%`
@@ -264,7 +420,7 @@ try {
   rows.push(['ceiling inbox (constant page of 50)', `${fmt(ceilingInbox.rps)} req/s`, `p50 ${fmt(ceilingInbox.p50, 2)} ms, p99 ${fmt(ceilingInbox.p99, 2)} ms`])
 
   // 2. Sends between random pairs of 100 agents, with each durability setting.
-  for (const sync of runs('send') ? ['full', 'normal'] as const : []) {
+  for (const sync of runs('send') && onEngine('sqlite') ? ['full', 'normal'] as const : []) {
     const db = join(work, `send-${sync}.db`)
     const bus = await start('dist/server.js', { BUS_DB: db, BUS_SYNC: sync })
     const { tokens, names } = await registerAgents(bus.base, 100)
@@ -281,7 +437,7 @@ try {
 
   // 3. Unread inbox reads, ~100 messages per agent; 5. the same at 1,000 and 1,000,000 stored messages.
   const scale: Record<string, unknown> = {}
-  for (const stored of runs('inbox') ? [10_000, 1_000, quick ? 100_000 : 1_000_000] : []) {
+  for (const stored of runs('inbox') && onEngine('sqlite') ? [10_000, 1_000, quick ? 100_000 : 1_000_000] : []) {
     const db = join(work, `inbox-${stored}.db`)
     let bus = await start('dist/server.js', { BUS_DB: db })
     const { tokens, names } = await registerAgents(bus.base, 100)
@@ -309,10 +465,10 @@ try {
         `at half that rate p99 ${fmt(half.p99, 2)} ms; send ${fmt(send?.rps ?? 0)} req/s (seeded in ${fmt(seedS, 1)} s)`])
     }
   }
-  results.scale = scale
+  if (onEngine('sqlite')) results.scale = scale
 
   // 4. Push latency with 1,000 open streams, then 3. broadcasts to the same 1,000 agents.
-  if (runs('fanout')) {
+  if (runs('fanout') && onEngine('sqlite')) {
     const db = join(work, 'fanout.db')
     const bus = await start('dist/server.js', { BUS_DB: db })
     const { tokens, names } = await registerAgents(bus.base, 1000)
@@ -343,17 +499,172 @@ try {
     rows.push([`broadcast copies made at read (${READERS} agents)`, `${fmt(catchUp.copiesPerS)} copies/s`,
       `first read after ${fmt(stored)} broadcasts: ${fmt(catchUp.msPerReader)} ms`])
   }
+  // 6. PostgreSQL (fsync and synchronous_commit on, as a real server): nodes on one database, 1 to 3 of them.
+  if (onEngine('postgresql') && (only === undefined || ['send', 'inbox', 'fanout'].includes(only))) {
+    const { startCluster, createDatabase, findPostgresBinDir } = await loadPgCluster()
+    if (findPostgresBinDir() === undefined) {
+      process.stdout.write('PostgreSQL: skipped, no server binaries found (install the postgresql package)\n')
+      rows.push(['PostgreSQL', 'skipped', 'no server binaries found (initdb, pg_ctl)'])
+      results.postgresql = { skipped: 'no server binaries found' }
+    } else {
+      cluster = await startCluster({ fsync: true })
+      const admin = cluster.url
+      const [server] = await pgQuery<{ version: string, fsync: string, synchronous_commit: string }>(admin,
+        "select current_setting('server_version') as version, current_setting('fsync') as fsync, current_setting('synchronous_commit') as synchronous_commit")
+      const sqliteSend = (results.send_full as Load | undefined)?.rps
+      const sqliteInbox = (results.inbox as Load | undefined)?.rps
+      postgresServer = server
+      const pgResults: Record<string, unknown> = { server }
+      results.postgresql = pgResults
+      // A figure against another one, or n/a when that one was not measured in this run (--only, --engine).
+      const of = (a: number, b: number | undefined, what: string): string => b === undefined ? `n/a of ${what}` : `${ratio(a, b)} of ${what}`
+      const latency = (l: Load): string => `p50 ${fmt(l.p50, 2)} ms, p99 ${fmt(l.p99, 2)} ms, errors ${l.errors}`
+      const slowest = (n: number): string => n === 1 ? '' : ' (slowest node)'
+
+      if (runs('send')) {
+        // Sends between random pairs of 100 agents, spread over the nodes; beside each, the same with the order lock off.
+        const send: Record<number, unknown> = {}
+        const unordered: Record<number, unknown> = {}
+        const total: Record<number, number> = {}
+        for (const n of NODE_COUNTS) {
+          for (const lock of n <= 2 ? ['on', 'off'] as const : ['on'] as const) {
+            const url = await createDatabase(admin, `send_${n}_lock_${lock}`)
+            const nodes = await startNodes(n, url, lock === 'on' ? 'dist/server.js' : 'dist/bench/unordered-server.js')
+            const { tokens, names } = await registerAgents(nodes[0].base, 100)
+            const result = await measurePostgres(nodes.map((b) => b.base), 'send', tokens, names, url)
+            const half = n === 1 && lock === 'on' ? await atHalfLoad(nodes[0].base, 'send', tokens, names, result.rps) : undefined
+            await stopAll(nodes)
+            if (lock === 'on') {
+              total[n] = result.rps
+              send[n] = { ...result, half, ofCeiling: result.rps / ceilingSend.rps, ofOneNode: result.rps / total[1], ofSqliteFull: sqliteSend === undefined ? undefined : result.rps / sqliteSend }
+              rows.push([`PostgreSQL send, ${nodesLabel(n)}`, `${fmt(result.rps)} req/s (${ratio(result.rps, ceilingSend.rps)} of ceiling, ` +
+                (n === 1 ? `${of(result.rps, sqliteSend, 'SQLite full')})` : `${ratio(result.rps, total[1])} of 1 node)`), latency(result) + slowest(n) + watched(result)])
+              if (half !== undefined) {
+                rows.push([`PostgreSQL send, ${nodesLabel(n)}, at half that rate`, `${fmt(half.rate)} req/s, open loop`,
+                  `p50 ${fmt(half.p50, 2)} ms, p99 ${fmt(half.p99, 2)} ms, errors ${half.errors}`])
+              }
+            } else {
+              unordered[n] = { ...result, ofCeiling: result.rps / ceilingSend.rps, orderedOfUnordered: total[n] / result.rps }
+              rows.push([`PostgreSQL send, ${nodesLabel(n)}, order lock off (bench/unordered-server)`,
+                `${fmt(result.rps)} req/s (${ratio(result.rps, ceilingSend.rps)} of ceiling; with the lock ${ratio(total[n], result.rps)} of this)`,
+                latency(result) + slowest(n) + watched(result)])
+            }
+          }
+        }
+        pgResults.send = send
+        pgResults.sendLockOff = unordered
+      }
+
+      if (runs('inbox')) {
+        // Unread pages of 50, ~100 messages per agent as on SQLite; one database read by 1, 2, then 3 nodes.
+        const url = await createDatabase(admin, 'inbox')
+        let nodes = await startNodes(1, url)
+        const { tokens, names } = await registerAgents(nodes[0].base, 100)
+        const seeding = performance.now()
+        await seedPostgres(url, 10_000)
+        const seedS = (performance.now() - seeding) / 1000
+        // The first reads mark the pages delivered (10,000 row updates): done, then vacuumed and analysed, before any
+        // run, so that autovacuum does not pick one of the runs to catch up in, and every node count reads alike.
+        await load(nodes[0].base, 'inbox', tokens, names, WARMUP_S, 50)
+        await pgQuery(url, 'vacuum analyze')
+        const inbox: Record<string, unknown> = { seedS }
+        let one = 0
+        for (const n of NODE_COUNTS) {
+          if (nodes.length !== n) {
+            await stopAll(nodes)
+            nodes = await startNodes(n, url)
+          }
+          const result = await measurePostgres(nodes.map((b) => b.base), 'inbox', tokens, names, url)
+          if (n === 1) one = result.rps
+          inbox[n] = { ...result, ofCeiling: result.rps / ceilingInbox.rps, ofOneNode: result.rps / one, ofSqlite: sqliteInbox === undefined ? undefined : result.rps / sqliteInbox }
+          rows.push([`PostgreSQL inbox, unread, ${nodesLabel(n)}`, `${fmt(result.rps)} req/s (${ratio(result.rps, ceilingInbox.rps)} of ceiling, ` +
+            (n === 1 ? `${of(result.rps, sqliteInbox, 'SQLite')})` : `${ratio(result.rps, one)} of 1 node)`), latency(result) + slowest(n) + watched(result)])
+        }
+        await stopAll(nodes)
+        pgResults.inbox = inbox
+      }
+
+      if (runs('fanout')) {
+        // Push latency with 1,000 streams open on node 2 and the sends to the other nodes (one node: both on it), then
+        // broadcasts to the same 1,000 agents spread over the nodes.
+        const pushed: Record<number, unknown> = {}
+        const broadcasts: Record<number, unknown> = {}
+        const sqlitePush = (results.push as { p99: number } | undefined)?.p99
+        let one = 0
+        for (const n of NODE_COUNTS) {
+          const url = await createDatabase(admin, `fanout_${n}`)
+          const nodes = await startNodes(n, url)
+          const { tokens, names } = await registerAgents(nodes[0].base, 1000)
+          const reader = nodes[Math.min(1, n - 1)]
+          const senders = n === 1 ? nodes : nodes.filter((node) => node !== reader)
+          const cpu = cpuBusy()
+          const stopWatching = await watchPostgres(url)
+          const p = { ...await push(reader.base, tokens, names, reader.child.pid as number, senders.map((node) => node.base)), cpuBusy: cpu(), ...await stopWatching() }
+          pushed[n] = { ...p, readerNode: nodes.indexOf(reader) + 1, senderNodes: senders.map((node) => nodes.indexOf(node) + 1), p99OfTarget: p.p99 / 10 }
+          rows.push([`PostgreSQL push, ${nodesLabel(n)}: ${n === 1 ? 'sends and streams on node 1' : `sends to node ${senders.map((node) => nodes.indexOf(node) + 1).join(' & ')}, streams on node 2`}`,
+            `p50 ${fmt(p.p50, 2)} ms, p90 ${fmt(p.p90, 2)} ms, p99 ${fmt(p.p99, 2)} ms (${ratio(p.p99, 10)} of the 10 ms target` +
+            (n === 1 && sqlitePush !== undefined ? `, ${ratio(p.p99, sqlitePush)} of SQLite's)` : ')'),
+            `${fmt(p.messages)} messages, ${p.lost} lost, ${fmt(p.beforeAnswer * 100)}% there before the 201; 1,000 streams` + watched(p)])
+          await sleep(500)
+          const broadcast = await measurePostgres(nodes.map((b) => b.base), 'broadcast', tokens.slice(0, 100), names, url)
+          const [{ stored }] = await pgQuery<{ stored: number }>(url, 'select count(*)::int as stored from messages where recipients is null')
+          const waits: number[] = []
+          for (const token of tokens.slice(100, 100 + READERS)) {
+            const began = performance.now()
+            const res = await fetch(`${nodes[0].base}/inbox?limit=1`, { headers: { authorization: `Bearer ${token}` } })
+            if (!res.ok) throw new Error(`inbox after broadcasts: ${res.status}`)
+            await res.arrayBuffer()
+            waits.push(performance.now() - began)
+          }
+          await stopAll(nodes)
+          if (n === 1) one = broadcast.rps
+          const msPerReader = waits.reduce((a, b) => a + b) / READERS
+          broadcasts[n] = { ...broadcast, deliveriesPerS: broadcast.rps * 999, ofOneNode: broadcast.rps / one, catchUp: { broadcasts: stored, readers: READERS, msPerReader, copiesPerS: stored * READERS / (msPerReader * READERS / 1000) } }
+          rows.push([`PostgreSQL broadcast to 1,000 agents, ${nodesLabel(n)}`, `${fmt(broadcast.rps)} broadcasts/s` + (n === 1 ? '' : ` (${ratio(broadcast.rps, one)} of 1 node)`),
+            `${fmt(broadcast.rps * 999)} deliveries/s made available, p99 ${fmt(broadcast.p99, 2)} ms${slowest(n)}; first read after ${fmt(stored)} broadcasts: ${fmt(msPerReader)} ms` + watched(broadcast)])
+        }
+        pgResults.push = pushed
+        pgResults.broadcast = broadcasts
+      }
+
+      // The targets, met or not.
+      const send = pgResults.send as Record<number, { rps: number }> | undefined
+      const pushes = pgResults.push as Record<number, { p99: number }> | undefined
+      const targets: Record<string, unknown> = {}
+      if (send !== undefined && sqliteSend !== undefined) {
+        const r = send[1].rps / sqliteSend
+        targets.sendOneNodeOfSqlite = { value: r, target: 0.5, met: r >= 0.5 }
+        rows.push(['target: PostgreSQL 1-node send ≥ 50% of SQLite full', `${ratio(send[1].rps, sqliteSend)}: ${r >= 0.5 ? 'met' : 'missed'}`, ''])
+      }
+      if (send !== undefined) {
+        for (const n of [2, 3]) {
+          const r = send[n].rps / send[1].rps
+          targets[`send${n}NodesOfOne`] = { value: r, target: 1, met: r >= 1 }
+          rows.push([`target: send on ${n} nodes ≥ 1 node`, `${ratio(send[n].rps, send[1].rps)}: ${r >= 1 ? 'met' : 'missed'}`, ''])
+        }
+      }
+      if (pushes !== undefined) {
+        for (const n of [2, 3]) {
+          targets[`push${n}NodesP99`] = { valueMs: pushes[n].p99, targetMs: 10, met: pushes[n].p99 < 10 }
+          rows.push([`target: push p99 across nodes (${n}) < 10 ms`, `${fmt(pushes[n].p99, 2)} ms: ${pushes[n].p99 < 10 ? 'met' : 'missed'}`, ''])
+        }
+      }
+      pgResults.targets = targets
+    }
+  }
 } finally {
+  await cluster?.stop()
   rmSync(work, { recursive: true, force: true })
 }
 
 const machine = { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version }
-const report = { date: new Date().toISOString(), quick, only, durationS: DURATION_S, connections: CONNECTIONS, loadGenerator: hasWrk ? 'wrk' : 'autocannon', machine, results }
+const report = { date: new Date().toISOString(), quick, only, engine, durationS: DURATION_S, connections: CONNECTIONS, loadGenerator: hasWrk ? 'wrk' : 'autocannon', machine, results }
 mkdirSync('bench', { recursive: true })
 writeFileSync('bench/results.json', JSON.stringify(report, null, 2) + '\n')
 const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)))
 process.stdout.write(`agent-bus benchmark, ${report.date}: ${machine.cores} × ${machine.cpu}, Node ${machine.node}; ` +
-  `load from ${report.loadGenerator}, ${CONNECTIONS} connections, ${DURATION_S} s per run after ${WARMUP_S} s warm-up\n\n`)
+  `load from ${report.loadGenerator}, ${CONNECTIONS} connections, ${DURATION_S} s per run after ${WARMUP_S} s warm-up` +
+  (postgresServer === undefined ? '' : `; PostgreSQL ${postgresServer.version}, fsync ${postgresServer.fsync}, synchronous_commit ${postgresServer.synchronous_commit}`) + '\n\n')
 process.stdout.write(`| ${['workload', 'throughput', 'latency and memory'].map((h, i) => h.padEnd(width[i])).join(' | ')} |\n`)
 process.stdout.write(`|${width.map((w) => '-'.repeat(w + 2)).join('|')}|\n`)
 for (const row of rows) process.stdout.write(`| ${row.map((c, i) => c.padEnd(width[i])).join(' | ')} |\n`)
