@@ -155,11 +155,10 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   })
 
   await app.register(agents)
-  await app.register(messages, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES })
+  await app.register(messages)
   await app.register(stream, {
     keepAliveMs: streamKeepAliveMs,
-    stallMs: config.BUS_STREAM_STALL_S * 1000,
-    maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES
+    stallMs: config.BUS_STREAM_STALL_S * 1000
   })
   await app.register(stats, { adminOnly: config.BUS_ADMIN_TOKEN !== undefined })
   await app.register(health)

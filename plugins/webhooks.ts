@@ -7,8 +7,6 @@ import { createWebhookPoster } from '../webhooks/post.js'
 import { legacySignature, signWebhook } from '../webhooks/sign.js'
 import { createTargetPolicy, type TargetPolicy } from '../webhooks/target.js'
 
-export { newWebhookSecret } from '../webhooks/sign.js'
-
 export interface WebhookOptions {
   retryBaseMs: number
   maxAgeMs: number

@@ -7,11 +7,6 @@ import {
   AckBody, AckResult, HistoryQuery, InboxQuery, Message, MessageCreate, MessagePage, MessageParams, MessageSent, Thread
 } from '../schemas/message.js'
 
-export interface MessagesOptions {
-  // Still passed by app.ts; the bus plugin (bus/messages.ts) is what enforces it.
-  maxMessageBytes: number
-}
-
 const security = [{ bearer: [] }]
 const tags = ['messages']
 
@@ -27,7 +22,7 @@ async function untilGone<T> (reply: FastifyReply, read: (signal: AbortSignal) =>
   }
 }
 
-const messages: FastifyPluginAsyncTypebox<MessagesOptions> = async (app) => {
+const messages: FastifyPluginAsyncTypebox = async (app) => {
   const { bus } = app
 
   app.post('/send', {

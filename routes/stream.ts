@@ -10,8 +10,6 @@ export interface StreamOptions {
   keepAliveMs: number
   // A reader that has not taken an event for this long (its socket buffer is full) is cut off; it resumes with Last-Event-ID.
   stallMs: number
-  // Still passed by app.ts; the bus plugin (bus/stream.ts) is what sizes a stream's batches by it.
-  maxMessageBytes: number
 }
 
 const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAliveMs, stallMs }) => {
