@@ -5,7 +5,7 @@ import {
 } from '../db/messages.js'
 import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
 import type { MessageCreate } from '../schemas/message.js'
-import { stillAuthorized, type AgentCaller } from './agents.js'
+import { stillAuthorized, waitOrRecheck, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch } from './events.js'
 import { decodeCursor, encodeCursor, refuseNul, withinBytes } from './pages.js'
@@ -51,18 +51,16 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the signal aborts (the
   // client went away), or the bus shuts down; then reads again.
-  async function longPoll<T> ({ agent, tokenHash }: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<T[]>): Promise<T[]> {
+  async function longPoll<T> (me: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<T[]>): Promise<T[]> {
+    const { agent, tokenHash } = me
     const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers)
     const deadline = Date.now() + ms
     try {
       if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
       let page = await read()
       while (page.length === 0 && !watch.closed && !signal?.aborted && Date.now() < deadline) {
-        // A quiet recheck also asks whether the token still works (a revocation's notification may be lost).
-        if (!await watch.wait(Math.min(deadline - Date.now(), recheckMs), signal) && !await stillAuthorized(db, agent.id, tokenHash)) {
-          watch.end('revoked')
-          break
-        }
+        await waitOrRecheck(db, me, watch, Math.min(deadline - Date.now(), recheckMs), signal)
+        if (watch.ended === 'revoked') break
         page = await read()
       }
       // The token this poll was made with no longer works: it must not be answered with the agent's mail.

@@ -1,7 +1,7 @@
 import { markSeen } from '../db/agents.js'
 import { listInbox, listUnreadAfter, rankOf, recordDelivery, syncBroadcasts, type MessageView } from '../db/messages.js'
 import { BadEventId, Unauthorized } from '../errors.js'
-import { stillAuthorized, type AgentCaller } from './agents.js'
+import { stillAuthorized, waitOrRecheck, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch, type WatchEnd } from './events.js'
 
@@ -121,10 +121,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
             }
             if (over()) return
             await recordDelivery(write, agent.id, batch)
-            // A quiet recheck also asks whether the token still works: a revocation on another node reaches this
-            // one by a notification, which may be lost.
-            if (batch.length === 0 && !await watch.wait(recheckMs, signal) && !watch.closed &&
-              !await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
+            if (batch.length === 0) await waitOrRecheck(db, me, watch, recheckMs, signal)
           }
         },
 
