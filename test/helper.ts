@@ -1,11 +1,11 @@
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import pg from 'pg'
 import { buildApp } from '../app.js'
 import { loadConfig } from '../config.js'
 import { openStorage } from '../db/dialects/index.js'
 import type { Storage } from '../db/storage.js'
+import { createDatabase, dropDatabase } from '../scripts/pg-cluster.mjs'
 
 export type Env = Record<string, string>
 
@@ -19,21 +19,9 @@ export const engine = postgresUrl === undefined ? 'sqlite' : 'postgresql'
 export async function testDb (t: Test): Promise<string> {
   if (postgresUrl === undefined) return join(t.testdir(), 'bus.db')
   const name = `t_${randomBytes(6).toString('hex')}`
-  await adminQuery(`create database ${name}`)
-  t.teardown(() => adminQuery(`drop database if exists ${name} with (force)`))
-  const url = new URL(postgresUrl)
-  url.pathname = `/${name}`
-  return url.href
-}
-
-async function adminQuery (text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: postgresUrl })
-  await client.connect()
-  try {
-    await client.query(text)
-  } finally {
-    await client.end()
-  }
+  const url = await createDatabase(postgresUrl, name)
+  t.teardown(() => dropDatabase(postgresUrl, name))
+  return url
 }
 
 // The storage of a fresh database (opened and migrated), closed when the test ends.
