@@ -162,9 +162,10 @@ const oneLine = (err: unknown): string => String((err as Error)?.message ?? err)
 
 // SQLSTATE classes and codes that mean "the database cannot serve now, try again": connection exceptions (08),
 // insufficient resources such as a full disk (53), operator intervention such as a shutdown (57), system errors (58),
-// serialization failures and deadlocks (40001, 40P01), a read-only server (25006), a lock not available (55P03).
+// serialization failures and deadlocks (40001, 40P01), a lock not available (55P03); a read-only server (25006) and a full
+// disk (53100) get words of their own below.
 const RETRY_CLASSES = new Set(['08', '53', '57', '58'])
-const RETRY_CODES = new Set(['40001', '40P01', '25006', '55P03'])
+const RETRY_CODES = new Set(['40001', '40P01', '55P03'])
 // The client's own words for a connection that is gone or never came.
 const CONNECTION_ERRORS = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|not queryable|Cannot use a pool after calling end/i
 
