@@ -1,6 +1,7 @@
 import { findAgent, type CallingAgent } from '../db/agents.js'
+import { bulk } from '../db/group-commit.js'
 import {
-  ackMessages, countUnread, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessage, syncBroadcasts,
+  ackMessages, countUnread, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessages, syncBroadcasts,
   type PriorityName, type Sent
 } from '../db/messages.js'
 import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
@@ -83,7 +84,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       if (bytes > maxMessageBytes) throw new MessageTooLarge(bytes, maxMessageBytes)
       // A reply to a broadcast the sender has not read yet needs the sender's copy of it.
       if (replyTo !== undefined) await sync(sender)
-      const outcome = await write((trx) => sendMessage(trx, {
+      const outcome = await write(bulk(sendMessages, {
         senderId: sender.id,
         senderName: sender.name,
         to: to === undefined ? undefined : Array.isArray(to) ? to : [to],

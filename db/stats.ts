@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely'
+import { sql, type Kysely, type Transaction } from 'kysely'
 import type { PriorityName } from './messages.js'
 import { prepared } from './prepared.js'
 import type { Database } from './schema.js'
@@ -23,14 +23,27 @@ export interface CounterTable { name: CounterName, value: number }
 // by accident.
 const withCounters = (db: Db) => (db as Kysely<Database>).withTables<{ counters: CounterTable }>()
 
-// A send: its message, and one unread copy per recipient. One statement, so a send costs one extra UPDATE.
-const addSent = prepared((db, stored: CounterName, recipients: number) => withCounters(db).updateTable('counters')
-  .set((eb) => ({ value: eb('value', '+', eb.case().when('name', '=', 'unread').then(recipients).else(1).end()) }))
-  .where('name', 'in', [stored, 'unread']))
-
-export async function countSent (trx: Transaction<Database>, priority: PriorityName, recipients: number): Promise<void> {
-  await addSent(trx, `messages_${priority}`, recipients)
+// Sends: each its message, and one unread copy per recipient. One statement for any number of sends (a batch).
+export async function countSent (trx: Transaction<Database>, sent: Array<{ priority: PriorityName, recipients: number }>): Promise<void> {
+  const add = new Map<CounterName, number>()
+  for (const { priority, recipients } of sent) {
+    add.set(`messages_${priority}`, (add.get(`messages_${priority}`) ?? 0) + 1)
+    add.set('unread', (add.get('unread') ?? 0) + recipients)
+  }
+  const names = [...add.keys()]
+  await withCounters(trx).updateTable('counters')
+    .set((eb) => ({
+      value: eb('value', '+', names.slice(1).reduce(
+        (c, name) => c.when('name', '=', name).then(bigint(add.get(name) as number)),
+        eb.case().when('name', '=', names[0]).then(bigint(add.get(names[0]) as number))
+      ).end())
+    }))
+    .where('name', 'in', names)
+    .execute()
 }
+
+// PostgreSQL types an untyped parameter in a CASE as text, which it will not add to a number.
+const bigint = (value: number) => sql<number>`cast(${value} as bigint)`
 
 // An ack that raced its agent's deregistration changes nothing: the deregistration already took that agent's
 // unread copies off the count.

@@ -5,6 +5,7 @@ import { createLocalNotifier, Readers, type BusEvent } from '../bus/events.js'
 import { testStorage } from './helper.js'
 import { MessageCache } from '../db/message-cache.js'
 import { createTargetPolicy } from '../webhooks/target.js'
+import { messageStats } from '../db/stats.js'
 
 // The core alone: a database, a notifier and the bus, with no Fastify and no HTTP.
 async function setup (t: Test) {
@@ -28,7 +29,7 @@ async function setup (t: Test) {
     if (caller === undefined) throw new Error(`${name}'s new token does not authenticate`)
     return caller
   }
-  return { bus, notifier, readers, alice: await enroll('alice'), bob: await enroll('bob') }
+  return { bus, storage, notifier, readers, enroll, alice: await enroll('alice'), bob: await enroll('bob') }
 }
 
 // Waits until `what` holds, so that a test acts only once a reader is waiting.
@@ -85,4 +86,49 @@ t.test('a stream sends the backlog, then live messages, and ends when its token 
   t.equal(stream.ended, 'revoked')
   await stream.close()
   await t.rejects(bus.openStream(bob, {}, new AbortController().signal), { code: 'BUS_UNAUTHORIZED' }, 'the old token opens no new stream')
+})
+
+t.test('sends that share one group commit each get what they would get alone', async (t) => {
+  const { bus, storage, enroll, alice, bob } = await setup(t)
+  const carol = await enroll('carol')
+  const root = (await bus.send(alice, { to: 'bob', body: 'root' })).sent
+  // Started in one turn of the event loop: they reach the group commit together, and the direct ones among them are
+  // stored by one bulk write (db/messages.ts sendMessages).
+  const [one, two, unknown, reply, badReply, all, keyed, again, three] = await Promise.allSettled([
+    bus.send(alice, { to: 'bob', body: 'one' }),
+    bus.send(alice, { to: ['bob', 'carol'], body: 'two', priority: 'urgent' }),
+    bus.send(alice, { to: ['bob', 'nobody', 'none'], body: 'lost' }),
+    bus.send(alice, { to: 'bob', body: 'reply', reply_to: root.id }),
+    bus.send(alice, { to: 'bob', body: 'orphan', reply_to: 999_999 }),
+    bus.send(alice, { body: 'everyone' }),
+    bus.send(alice, { to: 'carol', body: 'once' }, 'key-1'),
+    bus.send(alice, { to: 'carol', body: 'once' }, 'key-1'),
+    bus.send(carol, { to: 'alice', body: 'three', priority: 'high' })
+  ])
+  const sent = (r: PromiseSettledResult<{ sent: { id: number, thread_id: number } }>) => {
+    if (r.status === 'rejected') throw r.reason
+    return r.value.sent
+  }
+  t.match(unknown, { status: 'rejected', reason: { code: 'BUS_AGENT_NOT_FOUND', message: /nobody, none/ } })
+  t.match(badReply, { status: 'rejected', reason: { code: 'BUS_MESSAGE_NOT_FOUND' } })
+  t.match(one, { status: 'fulfilled', value: { replayed: false, sent: { from: 'alice', to: ['bob'], recipients: 1, priority: 'normal', broadcast: false } } })
+  t.match(two, { status: 'fulfilled', value: { sent: { to: ['bob', 'carol'], recipients: 2, priority: 'urgent' } } })
+  t.match(three, { status: 'fulfilled', value: { sent: { from: 'carol', to: ['alice'], priority: 'high' } } })
+  t.match(again, { status: 'fulfilled', value: { replayed: true } })
+  t.equal(sent(again).id, sent(keyed).id, 'the retry names the first message')
+  const stored = [one, two, reply, all, keyed, three].map(sent)
+  t.equal(new Set(stored.map((m) => m.id)).size, 6, 'six messages, six ids')
+  for (const m of [one, two, all, keyed, three].map(sent)) t.equal(m.thread_id, m.id, 'a new message starts its own thread')
+  t.equal(sent(reply).thread_id, root.id, 'a reply joins its parent\'s thread')
+
+  const bodies = async (who: typeof alice) => (await bus.inbox(who, { limit: 50 })).messages.map((m) => m.body).sort()
+  t.strictSame(await bodies(bob), ['everyone', 'one', 'reply', 'root', 'two'])
+  t.strictSame(await bodies(carol), ['everyone', 'once', 'two'])
+  t.strictSame(await bodies(alice), ['three'])
+  for (const m of stored) t.equal((await bus.getMessage(alice, m.id)).id, m.id, `message ${m.id} reads back by id`)
+  t.match((await bus.getThread(bob, root.id)).messages.map((m) => m.body), ['root', 'reply'])
+  const stats = await messageStats(storage.db)
+  t.match(stats, { total: 7, by_priority: { normal: 5, high: 1, urgent: 1 } }, 'counted once each, nothing for the refused ones')
+  // Every copy read above is delivered, none acknowledged: 5 for bob, 3 for carol, 1 for alice.
+  t.equal(stats.unread, 9)
 })

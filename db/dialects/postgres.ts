@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
-import { createGroupCommit } from '../group-commit.js'
+import { createGroupCommit, runAlone } from '../group-commit.js'
 import { migrateToLatest } from '../migrate.js'
 import { migrations } from '../migrations/postgres/index.js'
 import type { Database } from '../schema.js'
@@ -134,7 +134,7 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
     // transaction of its own on the pool: PostgreSQL flushes the WAL of concurrent commits together by itself, and a
     // batch of unrelated writes would hold each one's row locks until the last is done, making nodes wait on each
     // other and deadlock.
-    write: (work, options) => options?.ordered === true ? ordered(work, options) : db.transaction().execute(work),
+    write: (work, options) => options?.ordered === true ? ordered(work, options) : db.transaction().execute((trx) => runAlone(trx, work)),
     schemaVersion: Object.keys(migrations).at(-1) as string,
     size: async () => (await sql<{ size: number }>`select pg_database_size(current_database()) as size`.execute(db)).rows[0].size,
     problem: () => lastFailure?.message,

@@ -1,11 +1,12 @@
 import { join } from 'node:path'
 import SQLite from 'better-sqlite3'
-import { sql } from 'kysely'
+import { sql, type Transaction } from 'kysely'
 import t from 'tap'
 import { migrations } from '../../db/migrations/sqlite/index.js'
 import { createGroupCommit } from '../../db/group-commit.js'
 import { migrateToLatest } from '../../db/migrate.js'
 import { openDatabase } from '../../db/dialects/sqlite.js'
+import type { Database } from '../../db/schema.js'
 
 const agent = (name: string) => ({
   name, description: null, capabilities: '[]', metadata: '{}', token_hash: null, registered_at: 'now', last_seen_at: null, deleted_at: null
@@ -57,7 +58,7 @@ t.test('when SQLite rolls a transaction back by itself, every caller hears the f
   // What SQLite does on SQLITE_FULL or an I/O error at the wrong moment: the whole transaction is gone, so the
   // ROLLBACK (or ROLLBACK TO) sent afterwards fails with "no transaction is active" or "no such savepoint".
   const diskFull = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' })
-  const failLikeSqlite = async (trx: Parameters<Parameters<typeof write>[0]>[0]) => {
+  const failLikeSqlite = async (trx: Transaction<Database>) => {
     await sql`rollback`.execute(trx)
     throw diskFull
   }
