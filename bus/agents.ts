@@ -11,7 +11,6 @@ import type { AgentCreate, AgentUpdate } from '../schemas/agent.js'
 import { newWebhookSecret } from '../webhooks/sign.js'
 import type { BusOptions } from './bus.js'
 import { refuseNul } from './pages.js'
-import type { Watch } from './events.js'
 import { hashToken, newToken } from './tokens.js'
 
 // Who calls: an agent, with the hash of the token it authenticated with (readers check it again: stillAuthorized),
@@ -25,16 +24,6 @@ export type AgentCaller = Extract<Caller, { kind: 'agent' }>
 // (published after the commit) reaches the subscription.
 export async function stillAuthorized (db: Kysely<Database>, agentId: number, tokenHash: string): Promise<boolean> {
   return (await findAgentByTokenHash(db, tokenHash))?.id === agentId
-}
-
-// How a waiting reader waits: until an event for it, or recheckMs. A quiet recheck also asks whether the token still
-// works, and ends the watch as revoked when it does not: a revocation on another node reaches this one by a
-// notification, which may be lost. Answers whether an event arrived.
-export async function waitOrRecheck (db: Kysely<Database>, { agent, tokenHash }: AgentCaller, watch: Watch, ms: number,
-  signal: AbortSignal | undefined): Promise<boolean> {
-  const arrived = await watch.wait(ms, signal)
-  if (!arrived && !watch.closed && !await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
-  return arrived
 }
 
 // An agent's webhook URL is for the agent itself and the admin.

@@ -4,6 +4,7 @@ import type { MessageCache } from '../db/message-cache.js'
 import type { Database } from '../db/schema.js'
 import type { Storage } from '../db/storage.js'
 import { agentOperations } from './agents.js'
+import { createBackstop } from './backstop.js'
 import type { Notifier, Readers } from './events.js'
 import { messageOperations } from './messages.js'
 import { streamOperations } from './stream.js'
@@ -19,9 +20,6 @@ export interface BusOptions {
   cache: MessageCache
   // Body, subject and data of one message together, in bytes.
   maxMessageBytes: number
-  // A waiting reader (stream, long-poll) reads again this often even when nothing woke it: notifications only wake
-  // readers, so a lost one (a node's LISTEN connection dropped) costs at most this much latency, never a message.
-  recheckMs: number
   // Runs work that must happen once per cluster, not once per node (db/storage.ts).
   exclusively: Storage['exclusively']
   // Why a webhook URL may not be registered, or undefined when it may (webhooks/target.ts).
@@ -31,7 +29,14 @@ export interface BusOptions {
 // The rules of the bus, whatever the surface (HTTP routes, MCP, CLI): each operation takes input its caller has
 // validated and the caller's identity, and returns JSON-ready results or throws the coded errors of errors.ts.
 export function createBus (options: BusOptions) {
-  return { ...agentOperations(options), ...messageOperations(options), ...streamOperations(options) }
+  return {
+    ...agentOperations(options),
+    ...messageOperations(options),
+    ...streamOperations(options),
+    // One round of the backstop behind notifications, for every reader of this process (bus/backstop.ts): run it on a
+    // timer.
+    recheckReaders: createBackstop(options.db, options.readers)
+  }
 }
 
 export type Bus = ReturnType<typeof createBus>

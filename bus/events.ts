@@ -95,6 +95,9 @@ export class Readers {
   }
 
   count (agentId: number): number { return this.#byAgent.get(agentId)?.size ?? 0 }
+
+  // Every open reader of this node.
+  all (): Watch[] { return [...this.#byAgent.values()].flatMap((open) => [...open]) }
 }
 
 // Watches one agent's events for a reader that pulls from the database: subscribe first, then query, then wait,
@@ -105,7 +108,10 @@ export class Watch {
   #wake: (() => void) | undefined
   readonly #unsubscribe: () => void
 
-  constructor (notifier: Notifier, readonly agentId: number, match: (event: BusEvent) => boolean, readonly readers?: Readers) {
+  // tokenHash: the token the reader was opened with; the backstop (bus/backstop.ts) ends the watch when it stops
+  // working.
+  constructor (notifier: Notifier, readonly agentId: number, match: (event: BusEvent) => boolean, readonly readers?: Readers,
+    readonly tokenHash?: string) {
     this.#unsubscribe = notifier.subscribe(agentId, (event) => {
       if (event.kind === 'shutdown') this.end('shutdown')
       else if (event.kind === 'revoked') this.end('revoked')
@@ -130,8 +136,8 @@ export class Watch {
   get closed (): boolean { return this.#ended !== undefined }
   get ended (): WatchEnd | undefined { return this.#ended }
 
-  // Waits until a matching event arrived since the last wait (at once if one already has), the time is up,
-  // or the signal aborts; answers whether an event arrived.
+  // Waits until a matching event arrived since the last wait (at once if one already has), the time is up (never,
+  // for Infinity), or the signal aborts; answers whether an event arrived.
   async wait (ms: number, signal?: AbortSignal): Promise<boolean> {
     if (!this.#pending && !this.closed && ms > 0 && !signal?.aborted) {
       await new Promise<void>((resolve) => {
@@ -141,7 +147,7 @@ export class Watch {
           this.#wake = undefined
           resolve()
         }
-        const timer = setTimeout(done, ms)
+        const timer = Number.isFinite(ms) ? setTimeout(done, ms) : undefined
         signal?.addEventListener('abort', done)
         this.#wake = done
       })

@@ -6,7 +6,7 @@ import {
 } from '../db/messages.js'
 import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
 import type { MessageCreate } from '../schemas/message.js'
-import { stillAuthorized, waitOrRecheck, type AgentCaller } from './agents.js'
+import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch } from './events.js'
 import { decodeCursor, encodeCursor, refuseNul, withinBytes } from './pages.js'
@@ -46,7 +46,7 @@ function pageOf<T extends { body: string, subject: string | null, data: unknown 
   return { messages: page, next_cursor: (page.length === limit || page.length < read.length) && last ? cursorAfter(last) : null }
 }
 
-export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes, recheckMs }: BusOptions) {
+export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes }: BusOptions) {
   // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
   const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
 
@@ -54,13 +54,14 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
   // client went away), or the bus shuts down; then reads again.
   async function longPoll<T> (me: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<T[]>): Promise<T[]> {
     const { agent, tokenHash } = me
-    const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers)
+    const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers, tokenHash)
     const deadline = Date.now() + ms
     try {
       if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
       let page = await read()
       while (page.length === 0 && !watch.closed && !signal?.aborted && Date.now() < deadline) {
-        await waitOrRecheck(db, me, watch, Math.min(deadline - Date.now(), recheckMs), signal)
+        // Until an event, or the backstop (bus/backstop.ts), wakes it, or the time is up.
+        await watch.wait(deadline - Date.now(), signal)
         if (watch.ended === 'revoked') break
         page = await read()
       }

@@ -1,7 +1,7 @@
 import { markSeen } from '../db/agents.js'
 import { listInbox, listUnreadAfter, rankOf, recordDelivery, syncBroadcasts, type MessageView } from '../db/messages.js'
 import { BadEventId, Unauthorized } from '../errors.js'
-import { stillAuthorized, waitOrRecheck, type AgentCaller } from './agents.js'
+import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch, type WatchEnd } from './events.js'
 
@@ -50,7 +50,7 @@ export interface MessageStream extends AsyncIterable<StreamItem> {
   close: () => Promise<void>
 }
 
-export function streamOperations ({ db, write, notifier, readers, cache, maxMessageBytes, recheckMs }: BusOptions) {
+export function streamOperations ({ db, write, notifier, readers, cache, maxMessageBytes }: BusOptions) {
   const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
 
   return {
@@ -64,7 +64,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
       const horizon = await sync()
       let position: Position = resumed ?? { phase: 'backlog', upTo: horizon, rank: 3, seq: 0 }
 
-      const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers)
+      const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers, tokenHash)
       if (!await stillAuthorized(db, agent.id, tokenHash)) {
         watch.close()
         throw new Unauthorized('invalid or revoked token')
@@ -121,7 +121,8 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
             }
             if (over()) return
             await recordDelivery(write, agent.id, batch)
-            if (batch.length === 0) await waitOrRecheck(db, me, watch, recheckMs, signal)
+            // Until an event, or the backstop (bus/backstop.ts), wakes it.
+            if (batch.length === 0) await watch.wait(Infinity, signal)
           }
         },
 

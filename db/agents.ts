@@ -125,3 +125,15 @@ export async function agentStats (db: Db): Promise<{ total: number, online: numb
   const [row] = await registeredAgentCounts(db)
   return { total: Number(row.total), online: Number(row.online) }
 }
+
+// The token hash of each of these agents that is still registered (the backstop behind notifications,
+// bus/backstop.ts). In chunks: the number of readers a node holds is not bounded by what one statement may bind.
+export async function currentTokenHashes (db: Kysely<Database>, ids: number[]): Promise<Map<number, string | null>> {
+  const hashes = new Map<number, string | null>()
+  for (let from = 0; from < ids.length; from += 1000) {
+    const rows = await db.selectFrom('agents').select(['id', 'token_hash'])
+      .where('id', 'in', ids.slice(from, from + 1000)).where('deleted_at', 'is', null).execute()
+    for (const row of rows) hashes.set(Number(row.id), row.token_hash)
+  }
+  return hashes
+}

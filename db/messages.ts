@@ -295,6 +295,19 @@ const horizon = prepared((db) => db.selectNoFrom((eb) => [
   ).as('latest'),
   eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
 ]))
+// The newest message and the newest broadcast (the backstop behind notifications, bus/backstop.ts).
+export async function latestPositions (db: Kysely<Database>): Promise<{ latest: number, broadcast: number }> {
+  const [{ latest, broadcast }] = await horizon(db)
+  return { latest: Number(latest ?? 0), broadcast: Number(broadcast ?? 0) }
+}
+
+// The agents that got a direct copy of a message stored after `after`, up to `upTo`.
+export async function recipientsBetween (db: Kysely<Database>, after: number, upTo: number): Promise<number[]> {
+  return (await recipientsIn(db, after, upTo)).map((r) => Number(r.recipient_id))
+}
+const recipientsIn = prepared((db, after: number, upTo: number) => db.selectFrom('deliveries').select('recipient_id').distinct()
+  .where('message_seq', '>', after).where('message_seq', '<=', upTo))
+
 export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
   const [{ latest, broadcast }] = await horizon(db)
   while (broadcast !== null && agent.broadcasts_upto < broadcast) {

@@ -8,9 +8,12 @@ import { createTargetPolicy } from '../webhooks/target.js'
 import { messageStats } from '../db/stats.js'
 
 // The core alone: a database, a notifier and the bus, with no Fastify and no HTTP.
-async function setup (t: Test) {
+// lossy: a notifier that drops what `drop` says, as a cluster may (a LISTEN connection that dropped, a node that died
+// between its commit and its NOTIFY).
+async function setup (t: Test, { drop = () => false }: { drop?: (event: BusEvent) => boolean } = {}) {
   const storage = await testStorage(t)
-  const notifier = createLocalNotifier()
+  const local = createLocalNotifier()
+  const notifier = { ...local, publish: (event: BusEvent) => { if (!drop(event)) local.publish(event) } }
   const readers = new Readers(4)
   const bus = createBus({
     db: storage.db,
@@ -19,7 +22,6 @@ async function setup (t: Test) {
     readers,
     cache: new MessageCache(1 << 20, 16 << 10),
     maxMessageBytes: 64 << 10,
-    recheckMs: 1000,
     exclusively: storage.exclusively,
     refuseWebhook: createTargetPolicy({ allow: [], allowPrivate: false }).refuse
   })
@@ -131,4 +133,40 @@ t.test('sends that share one group commit each get what they would get alone', a
   t.match(stats, { total: 7, by_priority: { normal: 5, high: 1, urgent: 1 } }, 'counted once each, nothing for the refused ones')
   // Every copy read above is delivered, none acknowledged: 5 for bob, 3 for carol, 1 for alice.
   t.equal(stats.unread, 9)
+})
+
+t.test('lost events cost latency, not messages: the backstop wakes the readers they were for', async (t) => {
+  let losing = false
+  const { bus, readers, enroll, alice, bob } = await setup(t, { drop: (event) => losing && event.kind !== 'shutdown' })
+  const carol = await enroll('carol')
+  const stream = await bus.openStream(bob, {}, new AbortController().signal)
+  const items = stream[Symbol.asyncIterator]()
+  const live = items.next()
+  const poll = bus.inbox(carol, { unread: true, waitMs: 60_000 })
+  await until(() => readers.count(bob.agent.id) === 1 && readers.count(carol.agent.id) === 1)
+  // The first round wakes every reader (it has no round before it to count from); a reader finding nothing waits again.
+  await bus.recheckReaders()
+
+  losing = true
+  const { sent } = await bus.send(alice, { to: 'bob', body: 'unannounced' })
+  let answered = false
+  void live.then(() => { answered = true })
+  await sleep(100)
+  t.equal(answered, false, 'no event, no wake-up')
+  await bus.recheckReaders()
+  t.match((await live).value, { event: 'message', data: { id: sent.id, body: 'unannounced' } }, 'the stream has it after one round')
+
+  await bus.send(alice, { body: 'to all, unannounced' })
+  await bus.recheckReaders()
+  t.match((await poll).messages, [{ body: 'to all, unannounced' }], 'a broadcast wakes every reader')
+  t.match((await items.next()).value, { data: { body: 'to all, unannounced' } })
+
+  // A revocation whose event was lost: the stream ends at the next round, not with the next message.
+  const ending = items.next()
+  await bus.rotateToken({ kind: 'admin' }, 'bob')
+  await bus.recheckReaders()
+  t.equal((await ending).done, true)
+  t.equal(stream.ended, 'revoked')
+  await stream.close()
+  losing = false
 })
