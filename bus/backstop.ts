@@ -10,10 +10,11 @@ import type { Readers } from './events.js'
 // reading. Each round (the bus plugin runs one every few seconds) does for all the readers of this node at once what
 // each reader would otherwise do on a timer of its own, in three queries whatever their number:
 // - a reader whose token no longer works (rotated, agent deregistered) ends;
-// - a reader whose agent got a message stored since the last round is woken, and every reader when a broadcast was;
-//   a reader already woken by the event reads again and finds nothing new.
+// - a reader whose agent got a message stored since the last round is woken, and every reader when a broadcast was,
+//   unless the reader has already read past it (woken by the event, as readers nearly always are): a round costs no
+//   reads when no event was lost.
 // Positions become visible in order (the storage sees to it), so the messages of a round are exactly those past
-// the newest position the previous round saw. The first round wakes every reader: it has no previous one.
+// the newest position the previous round saw. The first round wakes every reader that has not read up to the newest message: it has no round before it.
 export function createBackstop (db: Kysely<Database>, readers: Readers): () => Promise<void> {
   let seen: number | undefined
   return async function recheck (): Promise<void> {
@@ -30,10 +31,10 @@ export function createBackstop (db: Kysely<Database>, readers: Readers): () => P
 
     if (since !== undefined && latest <= since) return
     if (since === undefined || broadcast > since) {
-      for (const watch of open) watch.poke()
+      for (const watch of open) if (watch.caughtUpTo < latest) watch.poke()
       return
     }
-    const got = new Set(await recipientsBetween(db, since, latest))
-    for (const watch of open) if (got.has(watch.agentId)) watch.poke()
+    const got = await recipientsBetween(db, since, latest)
+    for (const watch of open) if ((got.get(watch.agentId) ?? 0) > watch.caughtUpTo) watch.poke()
   }
 }

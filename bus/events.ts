@@ -120,6 +120,12 @@ export class Watch {
     readers?.add(agentId, this)
   }
 
+  // The position up to which the reader has read everything meant for it: the backstop (bus/backstop.ts) wakes it
+  // only for a message past it.
+  #caughtUpTo = 0
+  get caughtUpTo (): number { return this.#caughtUpTo }
+  caughtUp (seq: number): void { this.#caughtUpTo = Math.max(this.#caughtUpTo, seq) }
+
   // Wakes the waiter as an event would (for readers that also listen to other kinds of event).
   poke (): void {
     this.#pending = true

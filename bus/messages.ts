@@ -52,18 +52,20 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
 
   // Holds an empty inbox read until a message for the agent is stored, the time is up, the signal aborts (the
   // client went away), or the bus shuts down; then reads again.
-  async function longPoll<T> (me: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<T[]>): Promise<T[]> {
+  // read answers the page, and the position it read up to.
+  async function longPoll<T> (me: AgentCaller, ms: number, signal: AbortSignal | undefined, read: () => Promise<{ page: T[], upTo: number }>): Promise<T[]> {
     const { agent, tokenHash } = me
     const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers, tokenHash)
     const deadline = Date.now() + ms
     try {
       if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
-      let page = await read()
+      let { page, upTo } = await read()
       while (page.length === 0 && !watch.closed && !signal?.aborted && Date.now() < deadline) {
         // Until an event, or the backstop (bus/backstop.ts), wakes it, or the time is up.
+        watch.caughtUp(upTo)
         await watch.wait(deadline - Date.now(), signal)
         if (watch.ended === 'revoked') break
-        page = await read()
+        ;({ page, upTo } = await read())
       }
       // The token this poll was made with no longer works: it must not be answered with the agent's mail.
       if (watch.ended === 'revoked') throw new Unauthorized('token revoked while waiting')
@@ -112,8 +114,11 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       const after = cursor === undefined ? undefined : decodeCursor(cursor, 2)
       // The first part is a priority rank: 0 (normal) to 2 (urgent).
       if (after !== undefined && after[0] > 2) throw new BadCursor()
-      const readPage = async () => listInbox(db, cache, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: await sync(agent) })
-      let read = await readPage()
+      const readPage = async () => {
+        const upTo = await sync(agent)
+        return { page: await listInbox(db, cache, agent.id, { unread, priority, limit, after: after && { rank: after[0], seq: after[1] }, upToSeq: upTo }), upTo }
+      }
+      let read = (await readPage()).page
       if (read.length === 0 && waitMs > 0) read = await longPoll(me, waitMs, signal, readPage)
       const page = pageOf(read, limit, (last) => encodeCursor(rankOf(last.priority), last.id))
       // Only what is answered counts as delivered; the rest comes with the next page.

@@ -58,7 +58,8 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
     async openStream (me: AgentCaller, { lastEventId, receipts = false, presence = false }: StreamRequest, signal: AbortSignal): Promise<MessageStream> {
       const { agent, tokenHash } = me
       // Every read first makes the agent's copies of new broadcasts, and reads no further than where that left off.
-      const sync = (): Promise<number> => syncBroadcasts(db, write, agent)
+      let synced = 0
+      const sync = async (): Promise<number> => (synced = await syncBroadcasts(db, write, agent))
       const resumed = lastEventId === undefined ? undefined : parseEventId(lastEventId)
       // A new stream's backlog ends at the newest message at connect time.
       const horizon = await sync()
@@ -121,8 +122,11 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
             }
             if (over()) return
             await recordDelivery(write, agent.id, batch)
-            // Until an event, or the backstop (bus/backstop.ts), wakes it.
-            if (batch.length === 0) await watch.wait(Infinity, signal)
+            // Everything up to the last sync has been read: until an event, or the backstop (bus/backstop.ts), wakes it.
+            if (batch.length === 0) {
+              watch.caughtUp(synced)
+              await watch.wait(Infinity, signal)
+            }
           }
         },
 

@@ -301,12 +301,13 @@ export async function latestPositions (db: Kysely<Database>): Promise<{ latest: 
   return { latest: Number(latest ?? 0), broadcast: Number(broadcast ?? 0) }
 }
 
-// The agents that got a direct copy of a message stored after `after`, up to `upTo`.
-export async function recipientsBetween (db: Kysely<Database>, after: number, upTo: number): Promise<number[]> {
-  return (await recipientsIn(db, after, upTo)).map((r) => Number(r.recipient_id))
+// The agents that got a direct copy of a message stored after `after`, up to `upTo`, each with the newest such message.
+export async function recipientsBetween (db: Kysely<Database>, after: number, upTo: number): Promise<Map<number, number>> {
+  return new Map((await recipientsIn(db, after, upTo)).map((r) => [Number(r.recipient_id), Number(r.seq)]))
 }
-const recipientsIn = prepared((db, after: number, upTo: number) => db.selectFrom('deliveries').select('recipient_id').distinct()
-  .where('message_seq', '>', after).where('message_seq', '<=', upTo))
+const recipientsIn = prepared((db, after: number, upTo: number) => db.selectFrom('deliveries')
+  .select((eb) => ['recipient_id', eb.fn.max('message_seq').as('seq')])
+  .where('message_seq', '>', after).where('message_seq', '<=', upTo).groupBy('recipient_id'))
 
 export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
   const [{ latest, broadcast }] = await horizon(db)
