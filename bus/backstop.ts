@@ -10,31 +10,29 @@ import type { Readers } from './events.js'
 // reading. Each round (the bus plugin runs one every few seconds) does for all the readers of this node at once what
 // each reader would otherwise do on a timer of its own, in three queries whatever their number:
 // - a reader whose token no longer works (rotated, agent deregistered) ends;
-// - a reader whose agent got a message stored since the last round is woken, and every reader when a broadcast was,
-//   unless the reader has already read past it (woken by the event, as readers nearly always are): a round costs no
-//   reads when no event was lost.
-// Positions become visible in order (the storage sees to it), so the messages of a round are exactly those past
-// the newest position the previous round saw. The first round wakes every reader that has not read up to the newest message: it has no round before it.
+// - a reader is woken when a message for it (or a broadcast) was stored past the position it has read everything up
+//   to (Watch.caughtUpTo); the event woke it in nearly every case, and it has read past it already, so a round wakes
+//   no one unless an event was lost;
+// - every other reader is known to have nothing new up to the newest message, and is moved up to it, so that the
+//   next round looks only at what is stored after this one.
+// Positions become visible in order (the storage sees to it): what lies below the newest position is all there is.
 export function createBackstop (db: Kysely<Database>, readers: Readers): () => Promise<void> {
-  let seen: number | undefined
   return async function recheck (): Promise<void> {
-    const { latest, broadcast } = await latestPositions(db)
     const open = readers.all()
-    const since = seen
-    seen = latest
     if (open.length === 0) return
+    const { latest, broadcast } = await latestPositions(db)
 
     const tokens = await currentTokenHashes(db, [...new Set(open.map((watch) => watch.agentId))])
     for (const watch of open) {
       if (watch.tokenHash !== undefined && tokens.get(watch.agentId) !== watch.tokenHash) watch.end('revoked')
     }
 
-    if (since !== undefined && latest <= since) return
-    if (since === undefined || broadcast > since) {
-      for (const watch of open) if (watch.caughtUpTo < latest) watch.poke()
-      return
+    const from = Math.min(...open.map((watch) => watch.caughtUpTo))
+    if (from >= latest) return
+    const got = await recipientsBetween(db, from, latest)
+    for (const watch of open) {
+      if (Math.max(broadcast, got.get(watch.agentId) ?? 0) > watch.caughtUpTo) watch.poke()
+      else watch.caughtUp(latest)
     }
-    const got = await recipientsBetween(db, since, latest)
-    for (const watch of open) if ((got.get(watch.agentId) ?? 0) > watch.caughtUpTo) watch.poke()
   }
 }

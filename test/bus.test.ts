@@ -144,17 +144,30 @@ t.test('lost events cost latency, not messages: the backstop wakes the readers t
   const live = items.next()
   const poll = bus.inbox(carol, { unread: true, waitMs: 60_000 })
   await until(() => readers.count(bob.agent.id) === 1 && readers.count(carol.agent.id) === 1)
-  // The first round wakes every reader (it has no round before it to count from); a reader finding nothing waits again.
+  const pokes = new Map<number, number>()
+  for (const watch of readers.all()) {
+    const poke = watch.poke.bind(watch)
+    watch.poke = () => { pokes.set(watch.agentId, (pokes.get(watch.agentId) ?? 0) + 1); poke() }
+  }
+  // Nothing lost: the event wakes the stream, which reads the message; a round after it wakes no one.
+  const announced = (await bus.send(alice, { to: 'bob', body: 'announced' })).sent
+  t.match((await live).value, { data: { id: announced.id } })
+  const next = items.next()
+  await until(() => readers.all().find((w) => w.agentId === bob.agent.id)?.caughtUpTo === announced.id)
+  pokes.clear()
   await bus.recheckReaders()
+  t.same(pokes, new Map(), 'readers that read past every message are not woken')
 
   losing = true
   const { sent } = await bus.send(alice, { to: 'bob', body: 'unannounced' })
   let answered = false
-  void live.then(() => { answered = true })
+  void next.then(() => { answered = true })
   await sleep(100)
   t.equal(answered, false, 'no event, no wake-up')
   await bus.recheckReaders()
-  t.match((await live).value, { event: 'message', data: { id: sent.id, body: 'unannounced' } }, 'the stream has it after one round')
+  t.match((await next).value, { event: 'message', data: { id: sent.id, body: 'unannounced' } }, 'the stream has it after one round')
+  t.equal(pokes.get(carol.agent.id), undefined, 'the long-poll, for which nothing came, is not woken')
+  t.equal(readers.all().find((w) => w.agentId === carol.agent.id)?.caughtUpTo, sent.id, '... and is known to be up to date')
 
   await bus.send(alice, { body: 'to all, unannounced' })
   await bus.recheckReaders()
