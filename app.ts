@@ -8,6 +8,7 @@ import bus from './plugins/bus.js'
 import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
 import limits from './plugins/limits.js'
+import mcp, { loopbackHosts } from './plugins/mcp.js'
 import connections from './plugins/connections.js'
 import heartbeat from './plugins/heartbeat.js'
 import hosts from './plugins/hosts.js'
@@ -162,6 +163,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   })
   await app.register(stats, { adminOnly: config.BUS_ADMIN_TOKEN !== undefined })
   await app.register(health)
+  await app.register(mcp, { allowedHosts: [...loopbackHosts(), ...commaList(config.BUS_ALLOWED_HOSTS)] })
   return app
 }
 

@@ -22,7 +22,7 @@ export async function generateOpenapi (): Promise<{ yaml: string, types: string 
 
 // Relative to the project root, where npm runs scripts and tap runs tests (this file also runs from dist/).
 export const YAML_PATH = 'openapi.yaml'
-export const TYPES_PATH = 'test/contract/api.ts'
+export const TYPES_PATH = 'client/api.ts'
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { yaml, types } = await generateOpenapi()

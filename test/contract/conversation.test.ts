@@ -1,7 +1,7 @@
 import createClient from 'openapi-fetch'
 import t from 'tap'
 import { build } from '../helper.js'
-import type { paths } from './api.js'
+import type { paths } from '../../client/api.js'
 
 // The way agents' generated clients use the bus: types generated from openapi.yaml, openapi-fetch over real HTTP.
 t.test('a whole conversation through the generated client', async (t) => {

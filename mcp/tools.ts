@@ -1,0 +1,228 @@
+import { McpServer, fromJsonSchema, type CallToolResult, type JsonSchemaType, type ToolAnnotations } from '@modelcontextprotocol/server'
+
+// The MCP surface of the bus: one tool per REST operation, derived from the OpenAPI document that the route schemas
+// generate (so a new route gets its tool, and a tool cannot drift from its route), plus wait_for_messages; and the
+// caller's inbox and the agent list as resources. Each tool call is the REST request it names, made with the
+// caller's own token (`call`): the same authorization, rate limits, validation and error messages as over HTTP.
+// The bus serves this at /mcp (plugins/mcp.ts, calling itself in-process); `agent-bus mcp` serves it over stdio,
+// calling a bus over the network.
+
+// One HTTP request to the bus, as the caller.
+export type BusCall = (request: { method: string, path: string, query?: Record<string, string>, headers?: Record<string, string>, body?: unknown }) =>
+  Promise<{ status: number, body: unknown }>
+
+type Schema = Record<string, any>
+
+interface Parameter { name: string, in: 'path' | 'query' | 'header', required?: boolean, description?: string, schema: Schema }
+
+export interface Operation {
+  tool: string
+  method: string
+  path: string
+  description: string
+  parameters: Array<Parameter & { property: string }>
+  body: Schema | undefined
+  output: Schema | undefined
+}
+
+// Operations that are not tools: the event stream (wait_for_messages serves a model instead) and the load
+// balancers' health check.
+const NOT_TOOLS = new Set(['streamMessages', 'getHealth'])
+
+// What a model choosing among tools needs to know first, ahead of the operation's own description.
+const GUIDANCE: Record<string, string> = {
+  send_message: 'Send a message to other agents on the bus: `to` names one agent or several; leave it out to broadcast to every agent. Set reply_to to answer a message.',
+  list_inbox: 'Read your inbox: messages other agents sent you, most urgent first. Use unread=true for what you have not acknowledged yet.',
+  wait_for_messages: '',
+  ack_messages: 'Acknowledge messages you have processed, by id: they stop counting as unread and their senders get a read receipt.',
+  get_message: 'Read one message you sent or received, by id, with its read receipts.',
+  get_thread: 'Read a whole conversation: every message of a thread (a message and its replies) that you can see.',
+  list_history: 'Search what you sent and received, oldest first, optionally with one agent, in a thread, or in a time window.',
+  list_agents: 'See which agents are registered on the bus and which are online, with what they say they can do.',
+  get_agent: 'Look one agent up by name: its description, capabilities and whether it is online.',
+  heartbeat: 'Tell the bus you are alive, so that you show as online to other agents.',
+  get_stats: 'Figures about the bus: agents, messages, unread.',
+  register_agent: 'Register a new agent on the bus; answers its token once.',
+  update_agent: 'Change your description, capabilities, metadata or webhook.',
+  rotate_token: 'Replace your token with a new one: the current token stops working at once.',
+  deregister_agent: 'Remove an agent from the bus for good; its token stops working.'
+}
+
+const snakeCase = (name: string): string => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`).replace(/[^a-z0-9_]/g, '_')
+
+// The document's local references inlined: a tool's schemas must stand alone.
+function inline (schema: unknown, doc: Schema, seen: string[] = []): any {
+  if (Array.isArray(schema)) return schema.map((item) => inline(item, doc, seen))
+  if (schema === null || typeof schema !== 'object') return schema
+  const { $ref, ...rest } = schema as Schema
+  if (typeof $ref === 'string') {
+    const name = $ref.replace('#/components/schemas/', '')
+    if (seen.includes(name)) throw new Error(`recursive schema ${name} cannot be a tool's schema`)
+    return { ...inline(doc.components.schemas[name], doc, [...seen, name]), ...inline(rest, doc, seen) }
+  }
+  return Object.fromEntries(Object.entries(rest).map(([key, value]) => [key, inline(value, doc, seen)]))
+}
+
+// The operations of an OpenAPI document (the bus's own, from app.swagger() or GET /openapi.json) as tools.
+export function operationsOf (doc: Schema): Operation[] {
+  const operations: Operation[] = []
+  for (const [path, item] of Object.entries(doc.paths as Record<string, Schema>)) {
+    for (const [method, op] of Object.entries(item)) {
+      if (typeof op !== 'object' || op === null || typeof op.operationId !== 'string' || NOT_TOOLS.has(op.operationId)) continue
+      const success = Object.entries(op.responses ?? {}).find(([status]) => /^2\d\d$/.test(status))?.[1] as Schema | undefined
+      const output = success?.content?.['application/json']?.schema
+      const parameters = ((op.parameters ?? []) as Parameter[]).map((p) => ({ ...p, property: snakeCase(p.name.replace(/-/g, '_')), schema: inline(p.schema, doc) }))
+      const tool = snakeCase(op.operationId)
+      operations.push({
+        tool,
+        method: method.toUpperCase(),
+        path,
+        description: [GUIDANCE[tool], op.summary && `${op.summary}.`, op.description].filter(Boolean).join(' '),
+        parameters,
+        body: inline(op.requestBody?.content?.['application/json']?.schema, doc),
+        output: output === undefined ? undefined : inline(output, doc)
+      })
+    }
+  }
+  return operations
+}
+
+// One input object for the tool: the path, query and header parameters, and the body's properties beside them.
+function inputSchemaOf ({ parameters, body }: Operation): Schema {
+  const properties: Schema = {}
+  const required: string[] = []
+  for (const p of parameters) {
+    properties[p.property] = { ...p.schema, ...(p.description !== undefined && { description: p.description }) }
+    if (p.required === true) required.push(p.property)
+  }
+  if (body !== undefined) {
+    Object.assign(properties, body.properties)
+    required.push(...(body.required ?? []))
+  }
+  return { type: 'object', properties, ...(required.length > 0 && { required }), additionalProperties: false }
+}
+
+// Truthful hints: reads change nothing; an ack or an update gives the same state when repeated; deregistration and
+// rotation remove something for good.
+function annotationsOf ({ tool, method }: Operation): ToolAnnotations {
+  return {
+    readOnlyHint: method === 'GET',
+    destructiveHint: method === 'DELETE' || tool === 'rotate_token',
+    idempotentHint: method === 'GET' || method === 'PUT' || method === 'PATCH' || method === 'DELETE' || tool === 'ack_messages' || tool === 'heartbeat',
+    openWorldHint: false
+  }
+}
+
+// The tool's arguments as the request its operation describes.
+function requestOf (op: Operation, args: Record<string, unknown>) {
+  let path = op.path
+  const query: Record<string, string> = {}
+  const headers: Record<string, string> = {}
+  const body: Record<string, unknown> = { ...args }
+  for (const p of op.parameters) {
+    const value = args[p.property]
+    delete body[p.property]
+    if (value === undefined) continue
+    if (p.in === 'path') path = path.replace(`{${p.name}}`, encodeURIComponent(String(value)))
+    else if (p.in === 'query') query[p.name] = Array.isArray(value) ? value.join(',') : String(value)
+    else headers[p.name] = String(value)
+  }
+  return { method: op.method, path, query, headers, body: op.body === undefined ? undefined : body }
+}
+
+interface Shown { id: number, from: string, to?: string[], priority: string, subject: string | null, body: string, reply_to?: number | null, read_at?: string | null, data?: unknown }
+
+// What a model reads easily: one line per message (who, priority, subject, body, id), one per agent; JSON otherwise.
+export function render (result: unknown): string {
+  if (result === undefined || result === null) return 'Done.'
+  const r = result as Schema
+  if (Array.isArray(r.messages)) {
+    const lines = (r.messages as Shown[]).map((m) => `#${m.id} from ${m.from}${m.priority === 'normal' ? '' : ` [${m.priority}]`}` +
+      `${m.reply_to != null ? ` (reply to #${m.reply_to})` : ''}${m.subject != null ? ` — ${m.subject}` : ''}: ${m.body}` +
+      `${m.data != null ? ` ${JSON.stringify(m.data)}` : ''}`)
+    const more = r.next_cursor != null ? `\n(more: cursor ${r.next_cursor})` : ''
+    return lines.length === 0 ? 'No messages.' : `${lines.length} message${lines.length === 1 ? '' : 's'}:\n${lines.join('\n')}${more}`
+  }
+  if (Array.isArray(r.agents)) {
+    return (r.agents as Array<{ name: string, status: string, description: string | null, capabilities?: string[] }>)
+      .map((a) => `${a.name} (${a.status})${a.description ? ` — ${a.description}` : ''}${a.capabilities?.length ? ` [${a.capabilities.join(', ')}]` : ''}`)
+      .join('\n') || 'No agents.'
+  }
+  if (typeof r.id === 'number' && Array.isArray(r.to)) {
+    return `Sent message #${r.id} to ${r.broadcast === true ? 'everyone' : (r.to as string[]).join(', ')} (${r.recipients} recipient${r.recipients === 1 ? '' : 's'}).`
+  }
+  return JSON.stringify(result, null, 2)
+}
+
+// A REST answer as a tool result: the same JSON as structured content, or a tool error with the REST error's message.
+function resultOf ({ status, body }: { status: number, body: unknown }): CallToolResult {
+  if (status >= 400) {
+    const e = body as { code?: string, message?: string } | undefined
+    return { isError: true, content: [{ type: 'text', text: `${e?.code ?? `HTTP ${status}`}: ${e?.message ?? 'request failed'}` }] }
+  }
+  const structured = body !== null && typeof body === 'object' && !Array.isArray(body) ? body as Record<string, unknown> : undefined
+  return { content: [{ type: 'text', text: render(body) }], ...(structured !== undefined && { structuredContent: structured }) }
+}
+
+const schemaOf = (schema: Schema) => fromJsonSchema<Record<string, unknown>>(schema as JsonSchemaType)
+
+// The longest wait_for_messages may hold a call: agent hosts abandon a tool call after roughly 30 to 120 s.
+export const MAX_WAIT_S = 25
+
+export interface SurfaceOptions {
+  operations: Operation[]
+  call: BusCall
+  // The caller's agent name, for its inbox resource's URI; undefined for the admin.
+  agent: string | undefined
+  version: string
+}
+
+export const inboxUri = (agent: string): string => `bus://agents/${encodeURIComponent(agent)}/inbox`
+export const AGENTS_URI = 'bus://agents'
+
+export function buildMcpServer ({ operations, call, agent, version }: SurfaceOptions): McpServer {
+  const server = new McpServer({ name: 'agent-bus', version }, { capabilities: { resources: { subscribe: true } } })
+  for (const op of operations) {
+    server.registerTool(op.tool, {
+      title: op.description.split('. ')[0],
+      description: op.description,
+      inputSchema: schemaOf(inputSchemaOf(op)),
+      ...(op.output !== undefined && op.output.type === 'object' && { outputSchema: schemaOf(op.output) }),
+      annotations: annotationsOf(op)
+    }, async (args: Record<string, unknown>) => resultOf(await call(requestOf(op, args))))
+  }
+
+  const inbox = operations.find((op) => op.tool === 'list_inbox')
+  if (inbox !== undefined) {
+    server.registerTool('wait_for_messages', {
+      title: 'Wait for messages',
+      description: 'Wait until a message for you arrives, then read it. Answers at once with your unread messages when there are any, ' +
+        `as soon as one arrives otherwise, or with none when timeout_s is up (default 20, at most ${MAX_WAIT_S}). ` +
+        'Use it instead of calling list_inbox in a loop; acknowledge what you processed with ack_messages.',
+      inputSchema: schemaOf({
+        type: 'object',
+        properties: { timeout_s: { type: 'integer', minimum: 0, maximum: MAX_WAIT_S, default: 20, description: 'How long to wait for a message, in seconds.' } },
+        additionalProperties: false
+      }),
+      ...(inbox.output !== undefined && { outputSchema: schemaOf(inbox.output) }),
+      annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false }
+    }, async (args: Record<string, unknown>) => resultOf(await call({
+      method: 'GET', path: '/inbox', query: { unread: 'true', wait: String(args.timeout_s ?? 20) }
+    })))
+  }
+
+  if (agent !== undefined && inbox !== undefined) {
+    const uri = inboxUri(agent)
+    server.registerResource('inbox', uri, {
+      title: `${agent}'s unread inbox`,
+      description: 'Your unread messages, most urgent first. Subscribe to hear when a message arrives; then read it again.',
+      mimeType: 'application/json'
+    }, async () => ({ contents: [{ uri, mimeType: 'application/json', text: JSON.stringify((await call({ method: 'GET', path: '/inbox', query: { unread: 'true' } })).body) }] }))
+  }
+  server.registerResource('agents', AGENTS_URI, {
+    title: 'Agents on the bus',
+    description: 'Every registered agent, with whether it is online.',
+    mimeType: 'application/json'
+  }, async () => ({ contents: [{ uri: AGENTS_URI, mimeType: 'application/json', text: JSON.stringify((await call({ method: 'GET', path: '/agents' })).body) }] }))
+  return server
+}

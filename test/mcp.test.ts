@@ -1,0 +1,166 @@
+import { request } from 'node:http'
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import t, { type Test } from 'tap'
+import { testDb } from './helper.js'
+import { startServer } from './process.js'
+
+// The MCP server at /mcp, over a real server process, with the SDK's own client.
+const json = { 'content-type': 'application/json' }
+
+async function bus (t: Test) {
+  const server = startServer({ BUS_DB: await testDb(t) })
+  t.teardown(() => server.child.kill('SIGKILL'))
+  const base = await server.url
+  const register = async (name: string): Promise<string> => {
+    const res = await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify({ name, description: `${name}, a test agent` }) })
+    return (await res.json()).token
+  }
+  // era: 'modern' speaks the 2026 protocol; 'legacy' the 2025 handshake most hosts use today.
+  const connect = async (token: string, era: 'modern' | 'legacy' = 'modern') => {
+    const client = new Client({ name: 'test', version: '1.0.0' }, era === 'modern' ? { versionNegotiation: { mode: 'auto' } } : {})
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
+    t.teardown(() => client.close())
+    return client
+  }
+  return { base, register, connect }
+}
+
+const text = (result: { content?: unknown }): string => ((result.content as Array<{ type: string, text: string }>)[0]).text
+
+t.test('the tools: one per REST operation, with schemas from the routes, truthful annotations and a description', async (t) => {
+  const { register, connect } = await bus(t)
+  const client = await connect(await register('alice'))
+  const { tools } = await client.listTools()
+  const byName = new Map(tools.map((tool) => [tool.name, tool]))
+  for (const name of ['send_message', 'list_inbox', 'ack_messages', 'get_message', 'get_thread', 'list_history', 'list_agents', 'get_agent', 'heartbeat', 'get_stats', 'wait_for_messages']) {
+    t.ok(byName.has(name), `${name} is a tool`)
+  }
+  t.notOk(byName.has('stream_messages'), 'the event stream is not a tool')
+  const send = byName.get('send_message')
+  t.match(send?.inputSchema, { type: 'object', properties: { to: {}, body: { type: 'string' }, priority: { enum: ['normal', 'high', 'urgent'] }, idempotency_key: {} }, required: ['body'] })
+  t.match(send?.annotations, { readOnlyHint: false, destructiveHint: false, idempotentHint: false })
+  t.match(byName.get('list_inbox')?.annotations, { readOnlyHint: true })
+  t.match(byName.get('ack_messages')?.annotations, { idempotentHint: true, readOnlyHint: false })
+  t.match(byName.get('deregister_agent')?.annotations, { destructiveHint: true })
+  t.match(byName.get('wait_for_messages')?.inputSchema, { properties: { timeout_s: { maximum: 25, default: 20 } } })
+  for (const tool of tools) t.ok((tool.description ?? '').length > 20, `${tool.name} has a description`)
+})
+
+for (const era of ['modern', 'legacy'] as const) {
+  t.test(`${era} protocol: a message sent with send_message is in the recipient's list_inbox; errors are tool errors`, async (t) => {
+    const { register, connect } = await bus(t)
+    const alice = await connect(await register('alice'), era)
+    const bob = await connect(await register('bob'), era)
+    const sent = await alice.callTool({ name: 'send_message', arguments: { to: 'bob', body: 'hello over MCP', priority: 'urgent', subject: 'hi' } })
+    t.notOk(sent.isError)
+    t.match(sent.structuredContent, { id: Number, from: 'alice', to: ['bob'], priority: 'urgent' })
+    t.match(text(sent), /Sent message #\d+ to bob/)
+    const id = (sent.structuredContent as { id: number }).id
+
+    const inbox = await bob.callTool({ name: 'list_inbox', arguments: { unread: true } })
+    t.match(inbox.structuredContent, { messages: [{ id, from: 'alice', body: 'hello over MCP', subject: 'hi', priority: 'urgent' }] })
+    t.match(text(inbox), new RegExp(`#${id} from alice \\[urgent\\] — hi: hello over MCP`))
+    t.match((await bob.callTool({ name: 'ack_messages', arguments: { ids: [id] } })).structuredContent, { acked: 1 })
+    t.match((await alice.callTool({ name: 'get_message', arguments: { id } })).structuredContent, { id, receipts: [{ agent: 'bob', read_at: String }] })
+    t.match((await alice.callTool({ name: 'list_agents', arguments: {} })).structuredContent, { agents: [{ name: 'alice' }, { name: 'bob' }] })
+
+    const unknown = await alice.callTool({ name: 'send_message', arguments: { to: 'nobody', body: 'x' } })
+    t.equal(unknown.isError, true)
+    t.match(text(unknown), /BUS_AGENT_NOT_FOUND: .*nobody/)
+    const invalid = await alice.callTool({ name: 'send_message', arguments: { to: 'bob', body: 'x', priority: 'whenever' } })
+    t.equal(invalid.isError, true, 'arguments outside the schema are refused')
+    t.equal(((await bob.callTool({ name: 'list_inbox', arguments: { unread: true } })).structuredContent as { messages: unknown[] }).messages.length, 0,
+      'nothing was stored by the refused calls')
+  })
+}
+
+t.test('wait_for_messages answers within moments of a send, and empty when its time is up', async (t) => {
+  const { register, connect } = await bus(t)
+  const aliceToken = await register('alice')
+  const alice = await connect(aliceToken)
+  const bob = await connect(await register('bob'))
+  const started = Date.now()
+  const waiting = bob.callTool({ name: 'wait_for_messages', arguments: { timeout_s: 20 } })
+  // The wait has begun when the bus counts bob's reader; a send before that would be found by the first read anyway.
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await alice.callTool({ name: 'send_message', arguments: { to: 'bob', body: 'wake up' } })
+  const woken = await waiting
+  t.match(woken.structuredContent, { messages: [{ body: 'wake up' }] })
+  t.ok(Date.now() - started < 15_000, 'answered by the send, long before the 20 s were up')
+
+  const began = Date.now()
+  const empty = await bob.callTool({ name: 'wait_for_messages', arguments: { timeout_s: 1 } })
+  t.match(empty.structuredContent, { messages: [{ body: 'wake up' }] }, 'the unread message is answered again at once until acknowledged')
+  await bob.callTool({ name: 'ack_messages', arguments: { ids: [(woken.structuredContent as { messages: Array<{ id: number }> }).messages[0].id] } })
+  const timedOut = await bob.callTool({ name: 'wait_for_messages', arguments: { timeout_s: 1 } })
+  t.match(timedOut.structuredContent, { messages: [] })
+  t.ok(Date.now() - began >= 1000, 'held until its time was up')
+  t.match(text(timedOut), /No messages/)
+  t.equal((await bob.callTool({ name: 'wait_for_messages', arguments: { timeout_s: 26 } })).isError, true, 'at most 25 s')
+})
+
+t.test('no token: 401; one agent cannot read another\'s messages or session', async (t) => {
+  const { base, register, connect } = await bus(t)
+  const res = await fetch(`${base}/mcp`, { method: 'POST', headers: { ...json, accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) })
+  t.equal(res.status, 401)
+  t.match(await res.json(), { code: 'BUS_UNAUTHORIZED' })
+  await t.rejects(connect('not-a-token'))
+
+  const alice = await connect(await register('alice'))
+  const bobToken = await register('bob')
+  await connect(bobToken)
+  const secret = await alice.callTool({ name: 'send_message', arguments: { to: 'alice', body: 'for alice only' } })
+  const id = (secret.structuredContent as { id: number }).id
+  const carol = await connect(await register('carol'))
+  t.match(text(await carol.callTool({ name: 'get_message', arguments: { id } })), /BUS_MESSAGE_NOT_FOUND/)
+  t.match((await carol.callTool({ name: 'list_inbox', arguments: {} })).structuredContent, { messages: [] })
+
+  // A 2025-era session is bound to the agent that opened it.
+  const legacy = await connect(await register('dave'), 'legacy')
+  const session = (legacy.transport as StreamableHTTPClientTransport).sessionId as string
+  t.ok(session)
+  const hijack = await fetch(`${base}/mcp`, {
+    method: 'POST',
+    headers: { ...json, accept: 'application/json, text/event-stream', authorization: `Bearer ${bobToken}`, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'list_inbox', arguments: {} } })
+  })
+  t.equal(hijack.status, 403)
+})
+
+t.test('DNS-rebinding protection: a foreign Host or Origin is refused', async (t) => {
+  const { base, register } = await bus(t)
+  const token = await register('alice')
+  const headers = { ...json, accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` }
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })
+  const origin = await fetch(`${base}/mcp`, { method: 'POST', headers: { ...headers, origin: 'http://evil.example' }, body })
+  t.equal(origin.status, 403)
+  // fetch will not set Host: a page on evil.example resolved to 127.0.0.1 sends its own name there.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = request(`${base}/mcp`, { method: 'POST', headers: { ...headers, host: 'evil.example' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+    req.on('error', reject)
+    req.end(body)
+  })
+  t.equal(status, 403)
+  t.not((await fetch(`${base}/mcp`, { method: 'POST', headers, body })).status, 403, 'the bus\'s own name is not refused')
+})
+
+for (const era of ['modern', 'legacy'] as const) {
+  t.test(`${era} protocol: a session subscribed to its inbox hears when a message arrives`, async (t) => {
+    const { register, connect } = await bus(t)
+    const bobToken = await register('bob')
+    const alice = await connect(await register('alice'))
+    const bob = await connect(bobToken, era)
+    const { resources } = await bob.listResources()
+    const inbox = resources.find((r) => r.name === 'inbox')
+    t.equal(inbox?.uri, 'bus://agents/bob/inbox')
+    t.ok(resources.some((r) => r.uri === 'bus://agents'))
+    const updated = new Promise<string>((resolve) => bob.setNotificationHandler('notifications/resources/updated', async (n) => resolve(n.params.uri)))
+    if (bob.getProtocolEra?.() === 'modern') await bob.listen({ resourceSubscriptions: [inbox?.uri as string] })
+    else await bob.subscribeResource({ uri: inbox?.uri as string })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await alice.callTool({ name: 'send_message', arguments: { to: 'bob', body: 'ping' } })
+    t.equal(await updated, 'bus://agents/bob/inbox')
+    const read = await bob.readResource({ uri: 'bus://agents/bob/inbox' })
+    t.match(JSON.parse((read.contents[0] as { text: string }).text), { messages: [{ body: 'ping' }] }, 'the inbox stays the truth')
+  })
+}
