@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError, Option } from 'commander'
+import { EventSource } from 'eventsource'
+import createClient from 'openapi-fetch'
+import type { paths } from '../client/api.js'
+
+// `agent-bus`: the bus from a shell. Every command but serve, backup and mcp talks to a bus over HTTP through the
+// client generated from openapi.yaml (client/api.ts), so the CLI is also a contract test. Exit codes: 0 done, 1 the
+// bus refused or could not be reached (its message on stderr), 2 a usage error.
+
+class Failure extends Error {}
+
+interface Global { url: string, token?: string, json?: boolean }
+
+const program = new Command('agent-bus')
+  .description('A message bus for AI agents: run it, and talk to it from a shell.')
+  .addOption(new Option('--url <url>', 'the bus').env('AGENT_BUS_URL').default('http://127.0.0.1:8091'))
+  .addOption(new Option('--token <token>', 'an agent token (or the admin token)').env('AGENT_BUS_TOKEN'))
+  .option('--json', 'JSON output (NDJSON for tail), for scripts and agents')
+  .showHelpAfterError()
+  .exitOverride()
+
+const globals = (): Global => program.opts<Global>()
+
+function api (needsToken = true) {
+  const { url, token } = globals()
+  if (needsToken && token === undefined) throw new CommanderError(2, 'agent-bus.token', 'no token: pass --token or set AGENT_BUS_TOKEN')
+  return createClient<paths>({ baseUrl: url.replace(/\/+$/, ''), headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+}
+
+// The answer, or a Failure with the bus's own words.
+async function answer<T> (pending: Promise<{ data?: T, error?: unknown, response: Response }>): Promise<T> {
+  let result
+  try {
+    result = await pending
+  } catch (err) {
+    throw new Failure(`cannot reach the bus at ${globals().url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`)
+  }
+  const { data, error, response } = result
+  if (!response.ok) {
+    const e = error as { code?: string, message?: string } | undefined
+    throw new Failure(`${e?.code ?? `HTTP ${response.status}`}: ${e?.message ?? response.statusText}`)
+  }
+  return data as T
+}
+
+const print = (line: string): void => { process.stdout.write(`${line}\n`) }
+const json = (value: unknown): void => print(JSON.stringify(value))
+
+interface Shown { id: number, from: string, to: string[], priority: string, subject: string | null, body: string, created_at: string, read_at?: string | null, reply_to?: number | null }
+
+// One line per message: id, when, who, priority, subject, body.
+function messageLine (m: Shown): string {
+  const when = m.created_at.replace('T', ' ').slice(0, 19)
+  const priority = m.priority === 'normal' ? '' : ` [${m.priority}]`
+  const reply = m.reply_to != null ? ` ↩${m.reply_to}` : ''
+  return `${String(m.id).padStart(6)}  ${when}  ${m.from} → ${m.to.length === 0 ? '*' : m.to.join(',')}${priority}${reply}  ${m.subject != null ? `${m.subject}: ` : ''}${m.body.replace(/\n/g, ' ')}`
+}
+
+function showMessages (page: { messages: Shown[], next_cursor?: string | null }): void {
+  if (globals().json === true) return json(page)
+  for (const m of page.messages) print(messageLine(m))
+  if (page.messages.length === 0) print('no messages')
+  if (page.next_cursor != null) print(`more: --cursor ${page.next_cursor}`)
+}
+
+const show = (value: unknown, human: () => void): void => { if (globals().json === true) json(value); else human() }
+
+const integer = (what: string) => (value: string): number => {
+  if (!/^\d+$/.test(value)) throw new CommanderError(2, 'agent-bus.argument', `${what} must be a whole number, not "${value}"`)
+  return Number(value)
+}
+const list = (value: string, previous: string[] = []): string[] => [...previous, ...value.split(',').map((s) => s.trim()).filter(Boolean)]
+
+program.command('serve')
+  .description('run the bus (what npm start runs); configured by the environment, see the README')
+  .action(async () => { await import('../server.js') })
+
+program.command('register <name>')
+  .description('register an agent; prints its token once')
+  .option('--description <text>', 'what the agent does')
+  .option('--capability <tag...>', 'capability tags (repeat or comma-separate)')
+  .option('--webhook <url>', 'URL the bus POSTs new messages to')
+  .action(async (name: string, o: { description?: string, capability?: string[], webhook?: string }) => {
+    const agent = await answer(api(false).POST('/agents', {
+      body: { name, description: o.description, capabilities: o.capability?.flatMap((c) => list(c)), webhook_url: o.webhook }
+    }))
+    show(agent, () => {
+      print(`registered ${agent.name}. Its token, shown this once:\n\n  ${agent.token}\n`)
+      print(`export AGENT_BUS_TOKEN=${agent.token}`)
+    })
+  })
+
+program.command('send [body]')
+  .description('send a message; the body is the argument, or stdin with "-"; without --to it goes to every agent')
+  .option('--to <names>', 'recipients, comma-separated', list)
+  .option('--subject <text>')
+  .addOption(new Option('--priority <level>').choices(['normal', 'high', 'urgent']))
+  .option('--reply-to <id>', 'the message this answers', integer('--reply-to'))
+  .option('--data <json>', 'structured data, a JSON object')
+  .option('--idempotency-key <key>', 'makes a retry safe: the same key stores one message')
+  .action(async (body: string | undefined, o: { to?: string[], subject?: string, priority?: 'normal' | 'high' | 'urgent', replyTo?: number, data?: string, idempotencyKey?: string }) => {
+    if (body === undefined) throw new CommanderError(2, 'agent-bus.argument', 'no body: give it as an argument, or "-" to read stdin')
+    // The newline that ends what a pipe or a heredoc sends is not part of the message.
+    const text = body === '-' ? readFileSync(0, 'utf8').replace(/\r?\n$/, '') : body
+    let data: Record<string, unknown> | undefined
+    if (o.data !== undefined) {
+      try {
+        data = JSON.parse(o.data)
+      } catch {
+        throw new CommanderError(2, 'agent-bus.argument', '--data must be JSON')
+      }
+    }
+    const sent = await answer(api().POST('/send', {
+      params: { header: o.idempotencyKey === undefined ? {} : { 'idempotency-key': o.idempotencyKey } },
+      body: { to: o.to, body: text, subject: o.subject, priority: o.priority, reply_to: o.replyTo, data }
+    }))
+    show(sent, () => print(`sent #${sent.id} to ${sent.broadcast ? 'everyone' : sent.to.join(', ')} (${sent.recipients} recipient${sent.recipients === 1 ? '' : 's'})`))
+  })
+
+program.command('inbox')
+  .description('read your inbox, most urgent first (what it shows counts as delivered)')
+  .option('--unread', 'only what you have not acknowledged')
+  .addOption(new Option('--priority <level>').choices(['normal', 'high', 'urgent']))
+  .option('--wait <seconds>', 'hold an empty answer until a message arrives', integer('--wait'))
+  .option('--limit <n>', 'at most this many', integer('--limit'))
+  .option('--cursor <cursor>', 'the next page')
+  .action(async (o: { unread?: boolean, priority?: 'normal' | 'high' | 'urgent', wait?: number, limit?: number, cursor?: string }) => {
+    showMessages(await answer(api().GET('/inbox', { params: { query: { unread: o.unread, priority: o.priority, wait: o.wait, limit: o.limit, cursor: o.cursor } } })))
+  })
+
+program.command('ack <ids...>')
+  .description('acknowledge messages you processed: their senders get read receipts')
+  .action(async (ids: string[]) => {
+    const result = await answer(api().POST('/ack', { body: { ids: ids.map(integer('a message id')) } }))
+    show(result, () => print(`acknowledged ${result.acked}${result.already_read > 0 ? `, ${result.already_read} already read` : ''}${result.not_found.length > 0 ? `; not in your inbox: ${result.not_found.join(', ')}` : ''}`))
+  })
+
+program.command('tail')
+  .description('follow your messages live (the event stream), reconnecting without loss; Ctrl-C to stop')
+  .action(async () => {
+    const { url, token } = globals()
+    if (token === undefined) throw new CommanderError(2, 'agent-bus.token', 'no token: pass --token or set AGENT_BUS_TOKEN')
+    const events = new EventSource(`${url.replace(/\/+$/, '')}/stream`, {
+      // The eventsource package sends Last-Event-ID itself when it reconnects, so a drop loses and repeats nothing.
+      fetch: async (input, init) => fetch(input, { ...init, headers: { ...init?.headers, authorization: `Bearer ${token}` } })
+    })
+    let warned = false
+    events.addEventListener('message', (e) => {
+      warned = false
+      const message = JSON.parse(e.data) as Shown
+      if (globals().json === true) json(message)
+      else print(messageLine(message))
+    })
+    events.addEventListener('open', () => { if (warned) process.stderr.write('agent-bus tail: reconnected\n'); warned = false })
+    events.onerror = (e) => {
+      // 401 and the like end the stream for good: say so and fail.
+      if (events.readyState === EventSource.CLOSED) {
+        process.stderr.write(`agent-bus tail: ${(e as { message?: string }).message ?? 'the bus refused the stream'}\n`)
+        process.exit(1)
+      }
+      if (!warned) process.stderr.write('agent-bus tail: connection lost, reconnecting…\n')
+      warned = true
+    }
+    await new Promise<void>((resolve) => process.once('SIGINT', () => { events.close(); resolve() }))
+  })
+
+program.command('agents')
+  .description('who is registered, and who is online')
+  .action(async () => {
+    const page = await answer(api().GET('/agents', {}))
+    show(page, () => {
+      for (const a of page.agents) print(`${a.status === 'online' ? '●' : '○'} ${a.name.padEnd(24)} ${a.description ?? ''}${a.capabilities.length > 0 ? `  [${a.capabilities.join(', ')}]` : ''}`)
+    })
+  })
+
+program.command('history')
+  .description('what you sent and received, oldest first')
+  .option('--since <time>', 'ISO 8601, inclusive')
+  .option('--until <time>', 'ISO 8601, exclusive')
+  .option('--with <name>', 'only the conversation with this agent')
+  .option('--limit <n>', 'at most this many', integer('--limit'))
+  .option('--cursor <cursor>', 'the next page')
+  .action(async (o: { since?: string, until?: string, with?: string, limit?: number, cursor?: string }) => {
+    showMessages(await answer(api().GET('/history', { params: { query: o } })))
+  })
+
+program.command('thread <id>')
+  .description('a message and every reply to it that you can see')
+  .action(async (id: string) => {
+    const thread = await answer(api().GET('/threads/{id}', { params: { path: { id: integer('a thread id')(id) } } }))
+    show(thread, () => { for (const m of thread.messages) print(messageLine(m)) })
+  })
+
+program.command('stats')
+  .description('figures about the bus')
+  .action(async () => {
+    const stats = await answer(api().GET('/stats', {}))
+    show(stats, () => print(JSON.stringify(stats, null, 2)))
+  })
+
+program.command('backup <file>')
+  .description('a consistent copy of the SQLite database (BUS_DB) while the bus runs')
+  .option('--force', 'overwrite <file>')
+  .action(async (file: string, o: { force?: boolean }) => {
+    process.argv = [process.argv[0], 'backup', ...(o.force === true ? ['--force'] : []), file]
+    await import('../scripts/backup.js')
+  })
+
+program.command('mcp')
+  .description('the bus\'s MCP tools over stdio, for hosts that start MCP servers as commands')
+  .action(async () => {
+    const { url, token } = globals()
+    if (token === undefined) throw new CommanderError(2, 'agent-bus.token', 'no token: pass --token or set AGENT_BUS_TOKEN')
+    const { serveBridge } = await import('../mcp/stdio.js')
+    await serveBridge({ url, token })
+  })
+
+try {
+  await program.parseAsync()
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version end here too, with code 0; commander has printed its own usage errors, not ours.
+    if (err.code.startsWith('agent-bus.')) process.stderr.write(`agent-bus: ${err.message}\n`)
+    process.exit(err.exitCode === 0 ? 0 : 2)
+  }
+  if (err instanceof Failure || (err as { name?: string }).name === 'BridgeError') {
+    process.stderr.write(`agent-bus: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
+  throw err
+}
