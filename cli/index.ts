@@ -175,6 +175,47 @@ program.command('agents')
     })
   })
 
+program.command('agent <name>')
+  .description('one agent: what it does, whether it is online')
+  .action(async (name: string) => {
+    const agent = await answer(api().GET('/agents/{name}', { params: { path: { name } } }))
+    show(agent, () => print(JSON.stringify(agent, null, 2)))
+  })
+
+program.command('update <name>')
+  .description('change an agent\'s description, capabilities or webhook (the agent itself, or the admin)')
+  .option('--description <text>', 'what the agent does')
+  .option('--capability <tag...>', 'capability tags (repeat or comma-separate); replaces the old ones')
+  .option('--webhook <url>', 'URL the bus POSTs new messages to; "none" removes it')
+  .action(async (name: string, o: { description?: string, capability?: string[], webhook?: string }) => {
+    const agent = await answer(api().PATCH('/agents/{name}', {
+      params: { path: { name } },
+      body: { description: o.description, capabilities: o.capability?.flatMap((c) => list(c)), webhook_url: o.webhook === 'none' ? null : o.webhook }
+    }))
+    show(agent, () => print(`updated ${agent.name}`))
+  })
+
+program.command('rotate-token <name>')
+  .description('replace an agent\'s token: the old one stops working at once; prints the new one once')
+  .action(async (name: string) => {
+    const rotated = await answer(api().POST('/agents/{name}/token', { params: { path: { name } } }))
+    show(rotated, () => print(`new token for ${rotated.name}, shown this once:\n\n  ${rotated.token}\n\nexport AGENT_BUS_TOKEN=${rotated.token}`))
+  })
+
+program.command('deregister <name>')
+  .description('remove an agent for good: its token stops working')
+  .action(async (name: string) => {
+    await answer(api().DELETE('/agents/{name}', { params: { path: { name } } }))
+    show({ deregistered: name }, () => print(`deregistered ${name}`))
+  })
+
+program.command('heartbeat')
+  .description('tell the bus you are alive (online to other agents)')
+  .action(async () => {
+    const beat = await answer(api().POST('/heartbeat', {}))
+    show(beat, () => print(`${beat.name} online, ${beat.unread} unread`))
+  })
+
 program.command('history')
   .description('what you sent and received, oldest first')
   .option('--since <time>', 'ISO 8601, inclusive')

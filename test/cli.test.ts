@@ -71,6 +71,16 @@ t.test('register, send from stdin, read the inbox, ack: readable lines, or JSON 
   t.match(JSON.parse((await cli(['history', '--with', 'bob', '--json'], alice)).out), { messages: [{ body: 'the numbers are in' }, { body: 'thanks', data: { ok: true } }] })
   t.match((await cli(['agents'], alice)).out, /alice\s+writes reports\s+\[write, summarise\]/)
   t.match(JSON.parse((await cli(['stats', '--json'], alice)).out), { messages: { total: 2 } })
+
+  // Every other operation has its command too.
+  t.match((await cli(['heartbeat'], bob)).out, /bob online, 0 unread/)
+  t.equal((await cli(['update', 'alice', '--description', 'writes and reviews'], alice)).code, 0)
+  t.match(JSON.parse((await cli(['agent', 'alice', '--json'], bob)).out), { name: 'alice', description: 'writes and reviews' })
+  const rotated = await cli(['rotate-token', 'bob'], bob)
+  const fresh = /export AGENT_BUS_TOKEN=(\S+)/.exec(rotated.out)?.[1] as string
+  t.equal((await cli(['inbox'], bob)).code, 1, 'the old token stops working')
+  t.equal((await cli(['deregister', 'bob'], { ...bob, AGENT_BUS_TOKEN: fresh })).code, 0)
+  t.match((await cli(['agents'], alice)).out, /^(?![\s\S]*bob)/, 'bob is gone')
 })
 
 t.test('the bus\'s refusals exit 1 with its message; usage errors exit 2', async (t) => {
