@@ -142,28 +142,48 @@ program.command('tail')
   .action(async () => {
     const { url, token } = globals()
     if (token === undefined) throw new CommanderError(2, 'agent-bus.token', 'no token: pass --token or set AGENT_BUS_TOKEN')
-    const events = new EventSource(`${url.replace(/\/+$/, '')}/stream`, {
-      // The eventsource package sends Last-Event-ID itself when it reconnects, so a drop loses and repeats nothing.
-      fetch: async (input, init) => fetch(input, { ...init, headers: { ...init?.headers, authorization: `Bearer ${token}` } })
-    })
+    // The eventsource package resumes by itself, sending Last-Event-ID, after a dropped connection; an answer other
+    // than 200 (a 503 while the bus restarts, a proxy's 502) ends its EventSource, so tail opens a new one from the
+    // last event it printed. A refused token (401, 403) ends tail.
+    let lastEventId: string | undefined
+    let events: EventSource | undefined
     let warned = false
-    events.addEventListener('message', (e) => {
-      warned = false
-      const message = JSON.parse(e.data) as Shown
-      if (globals().json === true) json(message)
-      else print(messageLine(message))
-    })
-    events.addEventListener('open', () => { if (warned) process.stderr.write('agent-bus tail: reconnected\n'); warned = false })
-    events.onerror = (e) => {
-      // 401 and the like end the stream for good: say so and fail.
-      if (events.readyState === EventSource.CLOSED) {
-        process.stderr.write(`agent-bus tail: ${(e as { message?: string }).message ?? 'the bus refused the stream'}\n`)
-        process.exit(1)
+    const connect = (): void => {
+      const from = lastEventId
+      const source = new EventSource(`${url.replace(/\/+$/, '')}/stream`, {
+        fetch: async (input, init) => {
+          const headers = new Headers(init?.headers)
+          headers.set('authorization', `Bearer ${token}`)
+          if (from !== undefined && !headers.has('last-event-id')) headers.set('last-event-id', from)
+          return fetch(input, { ...init, headers })
+        }
+      })
+      events = source
+      source.addEventListener('message', (e) => {
+        if (e.lastEventId !== '') lastEventId = e.lastEventId
+        const message = JSON.parse(e.data) as Shown
+        if (globals().json === true) json(message)
+        else print(messageLine(message))
+      })
+      source.addEventListener('open', () => {
+        if (warned) process.stderr.write('agent-bus tail: reconnected\n')
+        warned = false
+      })
+      source.onerror = (e) => {
+        const status = (e as { code?: number }).code
+        if (status === 401 || status === 403) {
+          process.stderr.write(`agent-bus tail: the bus refused the token (${status})\n`)
+          process.exit(1)
+        }
+        if (!warned) process.stderr.write(`agent-bus tail: connection lost${status === undefined ? '' : ` (${status})`}, reconnecting…\n`)
+        warned = true
+        if (source.readyState === EventSource.CLOSED) setTimeout(() => { if (events === source) connect() }, 3000).unref()
       }
-      if (!warned) process.stderr.write('agent-bus tail: connection lost, reconnecting…\n')
-      warned = true
     }
-    await new Promise<void>((resolve) => process.once('SIGINT', () => { events.close(); resolve() }))
+    connect()
+    // Keeps the process alive between a closed EventSource and the next one.
+    const alive = setInterval(() => {}, 1 << 30)
+    await new Promise<void>((resolve) => process.once('SIGINT', () => { clearInterval(alive); events?.close(); events = undefined; resolve() }))
   })
 
 program.command('agents')

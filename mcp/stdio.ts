@@ -1,6 +1,6 @@
 import { serveStdio } from '@modelcontextprotocol/server/stdio'
 import { EventSource } from 'eventsource'
-import { buildMcpServer, inboxUri, operationsOf, type BusCall } from './tools.js'
+import { buildMcpServer, inboxUri, toolsOf, type BusCall } from './tools.js'
 
 // `agent-bus mcp`: the bus's MCP tools over stdio, for hosts that start MCP servers as commands and for agents on
 // other machines. It forwards each call to a bus over HTTP with the agent's token, so what it answers is what the bus
@@ -18,12 +18,13 @@ export interface BridgeOptions {
 export class BridgeError extends Error {}
 
 export function httpCall (base: string, token: string): BusCall {
-  return async ({ method, path, query, headers, body }) => {
+  return async ({ method, path, query, headers, body, signal }) => {
     const qs = new URLSearchParams(query).toString()
     const res = await fetch(`${base}${path}${qs === '' ? '' : `?${qs}`}`, {
       method,
       headers: { ...headers, authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-      ...(body !== undefined && { body: JSON.stringify(body) })
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+      ...(signal !== undefined && { signal })
     })
     const text = await res.text()
     let parsed: unknown
@@ -51,7 +52,7 @@ export async function serveBridge ({ url, token, log = (line) => process.stderr.
   } catch (err) {
     throw new BridgeError(`cannot use the bus at ${base}: ${(err as Error).message}`)
   }
-  const operations = operationsOf(doc)
+  const tools = toolsOf(doc)
   const uri = inboxUri(me.name)
 
   // The bus's event stream, opened on the first subscription; reconnects by itself with Last-Event-ID.
@@ -68,7 +69,7 @@ export async function serveBridge ({ url, token, log = (line) => process.stderr.
   }
 
   const handle = serveStdio((ctx) => {
-    const server = buildMcpServer({ operations, version: String(doc.info?.version ?? '0'), call, agent: me.name })
+    const server = buildMcpServer({ tools, call, agent: me.name })
     const updated = (): void => { void server.server.sendResourceUpdated({ uri }).catch(() => {}) }
     if (ctx.era === 'modern') {
       watchInbox(updated)
@@ -84,11 +85,13 @@ export async function serveBridge ({ url, token, log = (line) => process.stderr.
     }
     return server
   })
-  log(`agent-bus mcp: serving ${operations.length + 1} tools for ${me.name} on ${base}`)
-  return {
-    async close () {
-      events?.close()
-      await handle.close()
-    }
+  log(`agent-bus mcp: serving ${tools.definitions.length + 1} tools for ${me.name} on ${base}`)
+  const close = async (): Promise<void> => {
+    events?.close()
+    await handle.close()
   }
+  // The host closed our stdin: it is done with us. The event stream would otherwise keep the process (and a reader
+  // on the bus, which keeps the agent online) alive.
+  process.stdin.once('end', () => { void close().finally(() => process.exit(0)) })
+  return { close }
 }

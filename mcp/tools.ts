@@ -1,4 +1,4 @@
-import { McpServer, fromJsonSchema, type CallToolResult, type JsonSchemaType, type ToolAnnotations } from '@modelcontextprotocol/server'
+import { McpServer, fromJsonSchema, type CallToolResult, type JsonSchemaType, type StandardSchemaWithJSON, type ToolAnnotations } from '@modelcontextprotocol/server'
 
 // The MCP surface of the bus: one tool per REST operation, derived from the OpenAPI document that the route schemas
 // generate (so a new route gets its tool, and a tool cannot drift from its route), plus wait_for_messages; and the
@@ -8,7 +8,8 @@ import { McpServer, fromJsonSchema, type CallToolResult, type JsonSchemaType, ty
 // calling a bus over the network.
 
 // One HTTP request to the bus, as the caller.
-export type BusCall = (request: { method: string, path: string, query?: Record<string, string>, headers?: Record<string, string>, body?: unknown }) =>
+// signal: the tool call was cancelled, or its client went away (a long-poll must not hold a reader for nothing).
+export type BusCall = (request: { method: string, path: string, query?: Record<string, string>, headers?: Record<string, string>, body?: unknown, signal?: AbortSignal }) =>
   Promise<{ status: number, body: unknown }>
 
 type Schema = Record<string, any>
@@ -132,14 +133,16 @@ function requestOf (op: Operation, args: Record<string, unknown>) {
 
 interface Shown { id: number, from: string, to?: string[], priority: string, subject: string | null, body: string, reply_to?: number | null, read_at?: string | null, data?: unknown }
 
+const messageLine = (m: Shown): string => `#${m.id} from ${m.from}${m.priority === 'normal' ? '' : ` [${m.priority}]`}` +
+  `${m.reply_to != null ? ` (reply to #${m.reply_to})` : ''}${m.subject != null ? ` — ${m.subject}` : ''}: ${m.body}` +
+  `${m.data != null ? ` ${JSON.stringify(m.data)}` : ''}`
+
 // What a model reads easily: one line per message (who, priority, subject, body, id), one per agent; JSON otherwise.
 export function render (result: unknown): string {
   if (result === undefined || result === null) return 'Done.'
   const r = result as Schema
   if (Array.isArray(r.messages)) {
-    const lines = (r.messages as Shown[]).map((m) => `#${m.id} from ${m.from}${m.priority === 'normal' ? '' : ` [${m.priority}]`}` +
-      `${m.reply_to != null ? ` (reply to #${m.reply_to})` : ''}${m.subject != null ? ` — ${m.subject}` : ''}: ${m.body}` +
-      `${m.data != null ? ` ${JSON.stringify(m.data)}` : ''}`)
+    const lines = (r.messages as Shown[]).map(messageLine)
     const more = r.next_cursor != null ? `\n(more: cursor ${r.next_cursor})` : ''
     return lines.length === 0 ? 'No messages.' : `${lines.length} message${lines.length === 1 ? '' : 's'}:\n${lines.join('\n')}${more}`
   }
@@ -148,9 +151,10 @@ export function render (result: unknown): string {
       .map((a) => `${a.name} (${a.status})${a.description ? ` — ${a.description}` : ''}${a.capabilities?.length ? ` [${a.capabilities.join(', ')}]` : ''}`)
       .join('\n') || 'No agents.'
   }
-  if (typeof r.id === 'number' && Array.isArray(r.to)) {
+  if (typeof r.id === 'number' && typeof r.recipients === 'number' && Array.isArray(r.to)) {
     return `Sent message #${r.id} to ${r.broadcast === true ? 'everyone' : (r.to as string[]).join(', ')} (${r.recipients} recipient${r.recipients === 1 ? '' : 's'}).`
   }
+  if (typeof r.id === 'number' && typeof r.body === 'string') return `${messageLine(r as Shown)}\n${JSON.stringify(result, null, 2)}`
   return JSON.stringify(result, null, 2)
 }
 
@@ -169,49 +173,73 @@ const schemaOf = (schema: Schema) => fromJsonSchema<Record<string, unknown>>(sch
 // The longest wait_for_messages may hold a call: agent hosts abandon a tool call after roughly 30 to 120 s.
 export const MAX_WAIT_S = 25
 
-export interface SurfaceOptions {
-  operations: Operation[]
-  call: BusCall
-  // The caller's agent name, for its inbox resource's URI; undefined for the admin.
-  agent: string | undefined
+type Compiled = StandardSchemaWithJSON<Record<string, unknown>, Record<string, unknown>>
+interface ToolConfig { title: string, description: string, inputSchema: Compiled, outputSchema?: Compiled, annotations: ToolAnnotations }
+interface ToolDefinition { op: Operation, config: ToolConfig }
+
+// The tools of a document, with their schemas compiled once: the SDK compiles a validator per schema object and keeps
+// it for the life of the process, and the stateless protocol builds a server per request.
+export interface Tools {
   version: string
+  operations: Operation[]
+  definitions: ToolDefinition[]
+  wait: ToolDefinition['config'] | undefined
 }
 
-export const inboxUri = (agent: string): string => `bus://agents/${encodeURIComponent(agent)}/inbox`
-export const AGENTS_URI = 'bus://agents'
-
-export function buildMcpServer ({ operations, call, agent, version }: SurfaceOptions): McpServer {
-  const server = new McpServer({ name: 'agent-bus', version }, { capabilities: { resources: { subscribe: true } } })
-  for (const op of operations) {
-    server.registerTool(op.tool, {
+export function toolsOf (doc: Schema): Tools {
+  const operations = operationsOf(doc)
+  const definitions = operations.map((op) => ({
+    op,
+    config: {
       title: op.description.split('. ')[0],
       description: op.description,
       inputSchema: schemaOf(inputSchemaOf(op)),
       ...(op.output !== undefined && op.output.type === 'object' && { outputSchema: schemaOf(op.output) }),
       annotations: annotationsOf(op)
-    }, async (args: Record<string, unknown>) => resultOf(await call(requestOf(op, args))))
-  }
-
+    }
+  }))
   const inbox = operations.find((op) => op.tool === 'list_inbox')
-  if (inbox !== undefined) {
-    server.registerTool('wait_for_messages', {
-      title: 'Wait for messages',
-      description: 'Wait until a message for you arrives, then read it. Answers at once with your unread messages when there are any, ' +
-        `as soon as one arrives otherwise, or with none when timeout_s is up (default 20, at most ${MAX_WAIT_S}). ` +
-        'Use it instead of calling list_inbox in a loop; acknowledge what you processed with ack_messages.',
-      inputSchema: schemaOf({
-        type: 'object',
-        properties: { timeout_s: { type: 'integer', minimum: 0, maximum: MAX_WAIT_S, default: 20, description: 'How long to wait for a message, in seconds.' } },
-        additionalProperties: false
-      }),
-      ...(inbox.output !== undefined && { outputSchema: schemaOf(inbox.output) }),
-      annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false }
-    }, async (args: Record<string, unknown>) => resultOf(await call({
-      method: 'GET', path: '/inbox', query: { unread: 'true', wait: String(args.timeout_s ?? 20) }
+  const wait = inbox === undefined
+    ? undefined
+    : {
+        title: 'Wait for messages',
+        description: 'Wait until a message for you arrives, then read it. Answers at once with your unread messages when there are any, ' +
+          `as soon as one arrives otherwise, or with none when timeout_s is up (default 20, at most ${MAX_WAIT_S}). ` +
+          'Use it instead of calling list_inbox in a loop; acknowledge what you processed with ack_messages.',
+        inputSchema: schemaOf({
+          type: 'object',
+          properties: { timeout_s: { type: 'integer', minimum: 0, maximum: MAX_WAIT_S, default: 20, description: 'How long to wait for a message, in seconds.' } },
+          additionalProperties: false
+        }),
+        ...(inbox.output !== undefined && { outputSchema: schemaOf(inbox.output) }),
+        annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false }
+      }
+  return { version: String(doc.info?.version ?? '0'), operations, definitions, wait }
+}
+
+export interface SurfaceOptions {
+  tools: Tools
+  call: BusCall
+  // The caller's agent name, for its inbox resource's URI; undefined for the admin.
+  agent: string | undefined
+}
+
+export const inboxUri = (agent: string): string => `bus://agents/${encodeURIComponent(agent)}/inbox`
+export const AGENTS_URI = 'bus://agents'
+
+export function buildMcpServer ({ tools, call, agent }: SurfaceOptions): McpServer {
+  const server = new McpServer({ name: 'agent-bus', version: tools.version }, { capabilities: { resources: { subscribe: true } } })
+  for (const { op, config } of tools.definitions) {
+    server.registerTool(op.tool, config, async (args: Record<string, unknown>, ctx) =>
+      resultOf(await call({ ...requestOf(op, args), signal: ctx.mcpReq.signal })))
+  }
+  if (tools.wait !== undefined) {
+    server.registerTool('wait_for_messages', tools.wait, async (args: Record<string, unknown>, ctx) => resultOf(await call({
+      method: 'GET', path: '/inbox', query: { unread: 'true', wait: String(args.timeout_s ?? 20) }, signal: ctx.mcpReq.signal
     })))
   }
 
-  if (agent !== undefined && inbox !== undefined) {
+  if (agent !== undefined && tools.wait !== undefined) {
     const uri = inboxUri(agent)
     server.registerResource('inbox', uri, {
       title: `${agent}'s unread inbox`,

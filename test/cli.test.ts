@@ -139,6 +139,10 @@ t.test('tail prints messages as they arrive, and resumes after the server restar
   t.strictSame(lines().map((m) => m.body), ['one', 'two', 'three', 'four'], 'each message once, in order')
   tail.kill('SIGINT')
   t.equal((await once(tail, 'exit'))[0], 0, 'Ctrl-C ends it cleanly')
+
+  const refused = await cli(['tail'], { ...bob, AGENT_BUS_URL: url, AGENT_BUS_TOKEN: 'bus_nope' })
+  t.equal(refused.code, 1, 'a refused token ends tail')
+  t.match(refused.err, /refused the token \(401\)/)
 })
 
 t.test('agent-bus mcp: the same tools over stdio, forwarding to the bus; a subscription hears new messages', async (t) => {

@@ -1,3 +1,4 @@
+import { once } from 'node:events'
 import { request } from 'node:http'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
 import t, { type Test } from 'tap'
@@ -61,7 +62,9 @@ for (const era of ['modern', 'legacy'] as const) {
     t.match(inbox.structuredContent, { messages: [{ id, from: 'alice', body: 'hello over MCP', subject: 'hi', priority: 'urgent' }] })
     t.match(text(inbox), new RegExp(`#${id} from alice \\[urgent\\] — hi: hello over MCP`))
     t.match((await bob.callTool({ name: 'ack_messages', arguments: { ids: [id] } })).structuredContent, { acked: 1 })
-    t.match((await alice.callTool({ name: 'get_message', arguments: { id } })).structuredContent, { id, receipts: [{ agent: 'bob', read_at: String }] })
+    const one = await alice.callTool({ name: 'get_message', arguments: { id } })
+    t.match(one.structuredContent, { id, receipts: [{ agent: 'bob', read_at: String }] })
+    t.match(text(one), new RegExp(`^#${id} from alice \\[urgent\\] — hi: hello over MCP`), 'one message reads like a line of the inbox')
     t.match((await alice.callTool({ name: 'list_agents', arguments: {} })).structuredContent, { agents: [{ name: 'alice' }, { name: 'bob' }] })
 
     const unknown = await alice.callTool({ name: 'send_message', arguments: { to: 'nobody', body: 'x' } })
@@ -164,3 +167,33 @@ for (const era of ['modern', 'legacy'] as const) {
     t.match(JSON.parse((read.contents[0] as { text: string }).text), { messages: [{ body: 'ping' }] }, 'the inbox stays the truth')
   })
 }
+
+t.test('a 2026 listen stream may subscribe to its own inbox only', async (t) => {
+  const { register, connect } = await bus(t)
+  const mallory = await connect(await register('mallory'))
+  await register('bob')
+  await t.rejects(mallory.listen({ resourceSubscriptions: ['bus://agents/bob/inbox'] }), 'another agent\'s inbox is refused')
+})
+
+t.test('open MCP sessions and streams do not hold up a graceful shutdown', async (t) => {
+  const server = startServer({ BUS_DB: await testDb(t) })
+  t.teardown(() => server.child.kill('SIGKILL'))
+  const base = await server.url
+  const token = (await (await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify({ name: 'alice' }) })).json()).token
+  const open = async (era: 'modern' | 'legacy') => {
+    const client = new Client({ name: 'test', version: '1.0.0' }, era === 'modern' ? { versionNegotiation: { mode: 'auto' } } : {})
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
+    return client
+  }
+  const legacy = await open('legacy')
+  await legacy.subscribeResource({ uri: 'bus://agents/alice/inbox' })
+  const modern = await open('modern')
+  void modern.listen({ resourceSubscriptions: ['bus://agents/alice/inbox'] }).catch(() => {})
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  server.child.kill('SIGTERM')
+  const [code] = await once(server.child, 'exit')
+  // close-with-grace ends the process with 1 when the close outlasts its 10 s.
+  t.equal(code, 0, 'closed gracefully, not by the grace timeout')
+  await legacy.close().catch(() => {})
+  await modern.close().catch(() => {})
+})
