@@ -8,6 +8,10 @@ import t, { type Test } from 'tap'
 import { testDb } from './helper.js'
 import { startServer } from './process.js'
 
+// Every test here starts real processes (a server, CLI runs, MCP clients): on a busy machine the file takes longer
+// than the suite's default 120 s.
+t.setTimeout(600_000)
+
 // The `agent-bus` command (cli/index.ts, built to dist/cli/index.js), over a real server process.
 const CLI = 'dist/cli/index.js'
 

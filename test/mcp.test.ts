@@ -5,6 +5,10 @@ import t, { type Test } from 'tap'
 import { testDb } from './helper.js'
 import { startServer } from './process.js'
 
+// Every test here starts real processes (a server, CLI runs, MCP clients): on a busy machine the file takes longer
+// than the suite's default 120 s.
+t.setTimeout(600_000)
+
 // The MCP server at /mcp, over a real server process, with the SDK's own client.
 const json = { 'content-type': 'application/json' }
 
