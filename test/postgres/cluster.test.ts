@@ -9,6 +9,8 @@ import { receiver, verify } from '../webhook-receiver.js'
 
 // Several real bus processes on one PostgreSQL database, as an operator runs them behind a load balancer.
 const pgOnly = { skip: postgresUrl === undefined && 'PostgreSQL only: npm test runs it against a throwaway server' }
+// Seven tests of several real processes each: beside a second npm test the file took 138 s, past the default 120 s.
+t.setTimeout(600_000)
 
 const json = { 'content-type': 'application/json' }
 type Node = ReturnType<typeof startServer> & { base: string }
