@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Client } from '@modelcontextprotocol/client'
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import t, { type Test } from 'tap'
 import { testDb } from './helper.js'
-import { startServer } from './process.js'
+import { freePort, startServer } from './process.js'
 
 // Every test here starts real processes (a server, CLI runs, MCP clients): on a busy machine the file takes longer
 // than the suite's default 120 s.
@@ -25,15 +24,6 @@ function cli (args: string[], env: Record<string, string>, input?: string): Prom
   child.stderr.on('data', (d) => { err += d })
   child.stdin.end(input)
   return new Promise((resolve) => child.once('close', (code) => resolve({ code, out, err })))
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 async function bus (t: Test, env: Record<string, string> = {}) {

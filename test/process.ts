@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
 
 // Stops the server when this process dies, however it dies (see the fixture); startServer gives it stdin as a pipe.
 const exitWithParent = new URL('./fixtures/exit-with-parent.mjs', import.meta.url).href
@@ -23,6 +25,16 @@ export function startServer (env: Record<string, string>) {
   })
   url.catch(() => {}) // a test that expects the start to fail awaits the exit instead
   return { child, url, output: () => out, errors: () => err }
+}
+
+// A TCP port free at the moment of asking, for a process that must come back on the same one (a restart, nginx).
+export async function freePort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return port
 }
 
 export { rssBytes } from '../bench/proc.js'

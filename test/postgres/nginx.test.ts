@@ -1,13 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { postgresUrl, testDb } from '../helper.js'
-import { startServer } from '../process.js'
+import { freePort, startServer } from '../process.js'
 import { openStream } from '../sse.js'
 
 // Bus nodes behind Debian's nginx, configured by deploy/nginx-agent-bus.conf: the snippet that deploy/nginx.conf
@@ -41,15 +40,6 @@ async function startNodes (t: Test, n: number): Promise<Node[]> {
   const nodes = Array.from({ length: n }, () => startServer(env))
   for (const node of nodes) t.teardown(() => { node.child.kill('SIGKILL') })
   return Promise.all(nodes.map(async (node) => Object.assign(node, { base: await node.url })))
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 // The processes whose parent is pid (nginx's workers), from /proc.
