@@ -18,8 +18,10 @@ import webhooks from './plugins/webhooks.js'
 import agents from './routes/agents.js'
 import health from './routes/health.js'
 import messages from './routes/messages.js'
+import queues from './routes/queues.js'
 import stats from './routes/stats.js'
 import stream from './routes/stream.js'
+import topics from './routes/topics.js'
 import { schemas } from './schemas/index.js'
 import { BadNumber, MissingBody, StorageLost, StorageUnavailable, TooDeep, UnsupportedEncoding } from './errors.js'
 import { formatValidationErrors } from './schemas/validation.js'
@@ -117,7 +119,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { url: config.BUS_DB, sync: config.BUS_SYNC })
   await app.register(fanout, { maxReadersPerAgent: config.BUS_MAX_READERS_PER_AGENT })
-  await app.register(bus, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES, recheckMs: Math.min(streamKeepAliveMs, 5000) })
+  await app.register(bus, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES, recheckMs: Math.min(streamKeepAliveMs, 5000), sweepMs: loops ? 1000 : 0 })
   const offlineAfterMs = config.BUS_OFFLINE_AFTER_S * 1000
   await app.register(limits, {
     perAgentPerMin: config.BUS_RATE_LIMIT_PER_MIN,
@@ -157,6 +159,8 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
 
   await app.register(agents)
   await app.register(messages)
+  await app.register(topics)
+  await app.register(queues)
   await app.register(stream, {
     keepAliveMs: streamKeepAliveMs,
     stallMs: config.BUS_STREAM_STALL_S * 1000

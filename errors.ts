@@ -3,6 +3,13 @@ import createError from '@fastify/error'
 // The bus's coded errors. Fastify's error handler turns each into { statusCode, code, error, message }.
 export const AgentNotFound = createError('BUS_AGENT_NOT_FOUND', 'agent not found: %s', 404)
 export const MessageNotFound = createError('BUS_MESSAGE_NOT_FOUND', 'message not found: %s', 404)
+export const TopicNotFound = createError('BUS_TOPIC_NOT_FOUND', 'topic not found: %s', 404)
+export const QueueNotFound = createError('BUS_QUEUE_NOT_FOUND', 'queue not found: %s', 404)
+export const TopicTaken = createError('BUS_TOPIC_TAKEN', 'topic name is taken: %s', 409)
+export const QueueTaken = createError('BUS_QUEUE_TAKEN', 'queue name is taken: %s', 409)
+// A queue ack, release or extend on messages the caller does not hold a running lease on. Nothing was changed.
+export const LeaseConflict = createError('BUS_LEASE_CONFLICT', '%s; nothing was changed', 409)
+export const BadSend = createError('BUS_BAD_SEND', '%s', 400)
 export const ThreadNotFound = createError('BUS_THREAD_NOT_FOUND', 'thread not found: %s', 404)
 export const NameTaken = createError('BUS_NAME_TAKEN', 'agent name is taken: %s', 409)
 export const NameRetired = createError('BUS_NAME_RETIRED', 'agent name %s belonged to a deregistered agent; only the admin can give it to a new one (reuse_name: true)', 409)

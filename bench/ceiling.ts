@@ -10,11 +10,11 @@ export async function buildCeiling () {
   const app = Fastify({ logger: false }).withTypeProvider<TypeBoxTypeProvider>()
   for (const schema of schemas) app.addSchema(schema)
   const now = new Date().toISOString()
-  const sent = { id: 1, thread_id: 1, from: 'agent-0', to: ['agent-1'], broadcast: false, recipients: 1, priority: 'normal' as const, created_at: now }
+  const sent = { id: 1, thread_id: 1, from: 'agent-0', to: ['agent-1'], broadcast: false, topic: null, queue: null, recipients: 1, priority: 'normal' as const, created_at: now }
   const page = {
     messages: Array.from({ length: 50 }, (_, i) => ({
-      id: i + 1, from: 'agent-0', to: ['agent-1'], broadcast: false, subject: null, body: 'benchmark message body '.repeat(4), data: null,
-      priority: 'normal' as const, reply_to: null, thread_id: i + 1, created_at: now, delivered_at: now, read_at: null, archived: false
+      id: i + 1, from: 'agent-0', to: ['agent-1'], broadcast: false, topic: null, queue: null, subject: null, body: 'benchmark message body '.repeat(4), data: null,
+      priority: 'normal' as const, reply_to: null, thread_id: i + 1, created_at: now, delivered_at: now, read_at: null, ack_by: null, archived: false
     })),
     next_cursor: 'MC41MA'
   }

@@ -7,7 +7,10 @@ import { agentOperations } from './agents.js'
 import { createBackstop } from './backstop.js'
 import type { Notifier, Readers } from './events.js'
 import { messageOperations } from './messages.js'
+import { queueOperations } from './queues.js'
 import { streamOperations } from './stream.js'
+import { createSweep } from './sweep.js'
+import { topicOperations } from './topics.js'
 
 export interface BusOptions {
   db: Kysely<Database>
@@ -24,6 +27,11 @@ export interface BusOptions {
   exclusively: Storage['exclusively']
   // Why a webhook URL may not be registered, or undefined when it may (webhooks/target.ts).
   refuseWebhook: (url: string) => Promise<string | undefined>
+  // Locks the rows a claim chooses, skipping those another node's claim holds (db/storage.ts); undefined on SQLite.
+  claimRows?: Storage['claimRows']
+  // Milliseconds since the epoch: every time the bus stores (sends, leases, deadlines) comes from here, so that
+  // tests can move time instead of sleeping. Date.now by default.
+  clock?: () => number
 }
 
 // The rules of the bus, whatever the surface (HTTP routes, MCP, CLI): each operation takes input its caller has
@@ -33,6 +41,11 @@ export function createBus (options: BusOptions) {
     ...agentOperations(options),
     ...messageOperations(options),
     ...streamOperations(options),
+    ...topicOperations(options),
+    ...queueOperations(options),
+    // One round of the work that must happen once per cluster, to the second: leases that ended, ack deadlines that
+    // passed (bus/sweep.ts). Run it every second.
+    sweep: createSweep(options),
     // One round of the backstop behind notifications, for every reader of this process (bus/backstop.ts): run it on a
     // timer.
     recheckReaders: createBackstop(options.db, options.readers)

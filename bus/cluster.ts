@@ -63,6 +63,13 @@ export function parseEvent (payload: string): BusEvent | undefined {
         return { kind: 'receipt', senderId: e.senderId, messageId: e.messageId, agent: e.agent, readAt: e.readAt }
       }
       return undefined
+    case 'overdue':
+      if (isId(e.senderId) && isId(e.messageId) && isText(e.agent) && isText(e.ackBy)) {
+        return { kind: 'overdue', senderId: e.senderId, messageId: e.messageId, agent: e.agent, ackBy: e.ackBy }
+      }
+      return undefined
+    case 'queue':
+      return isText(e.queue) ? { kind: 'queue', queue: e.queue } : undefined
     case 'presence':
       if (isText(e.agent) && (e.status === 'online' || e.status === 'offline')) return { kind: 'presence', agent: e.agent, status: e.status }
       return undefined

@@ -6,6 +6,10 @@ export type BusEvent =
   | { kind: 'message', seq: number, senderId: number, recipientIds: number[] | null, webhooks: boolean }
   // One of the agent's sent messages was read.
   | { kind: 'receipt', senderId: number, messageId: number, agent: string, readAt: string }
+  // A recipient of one of the agent's sent messages missed its ack deadline (ack_within_s).
+  | { kind: 'overdue', senderId: number, messageId: number, agent: string, ackBy: string }
+  // Messages of a work queue became available (sent, released, requeued, a lease ended): waiting claims look again.
+  | { kind: 'queue', queue: string }
   | { kind: 'presence', agent: string, status: 'online' | 'offline' }
   // The agent's token was rotated or the agent deregistered: every reader opened with the old token ends now.
   | { kind: 'revoked', agentId: number }
@@ -41,6 +45,9 @@ export function createLocalNotifier (): Notifier {
           }
           break
         case 'receipt':
+          emit(byAgent.get(event.senderId), event)
+          break
+        case 'overdue':
           emit(byAgent.get(event.senderId), event)
           break
         case 'revoked':

@@ -4,7 +4,9 @@ import {
   ackMessages, countUnread, getMessage, listHistory, listInbox, listThread, rankOf, recordDelivery, sendMessages, syncBroadcasts,
   type PriorityName, type Sent
 } from '../db/messages.js'
-import { AgentNotFound, BadCursor, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
+import { queueStatus } from '../db/queues.js'
+import { topicExists } from '../db/topics.js'
+import { AgentNotFound, BadCursor, BadSend, QueueNotFound, TopicNotFound, BadTimestamp, EmptyMessage, IdempotencyConflict, MessageNotFound, MessageTooLarge, ThreadNotFound, Unauthorized } from '../errors.js'
 import type { MessageCreate } from '../schemas/message.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
@@ -27,6 +29,7 @@ export interface HistoryRequest {
   // Only the conversation with this agent.
   with?: string
   thread?: number
+  topic?: string
   limit?: number
   cursor?: string
 }
@@ -46,7 +49,7 @@ function pageOf<T extends { body: string, subject: string | null, data: unknown 
   return { messages: page, next_cursor: (page.length === limit || page.length < read.length) && last ? cursorAfter(last) : null }
 }
 
-export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes }: BusOptions) {
+export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes, clock = Date.now }: BusOptions) {
   // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
   const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
 
@@ -78,8 +81,13 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
   return {
     // Stores a direct message (`to`) or a broadcast (no `to`). An idempotency key makes a retry safe: the same key
     // with the same request answers the first message again (replayed) instead of storing a duplicate.
+    // With `topic`, publishes to the topic's subscribers; with `queue`, puts the message on a work queue.
     async send ({ agent: sender }: AgentCaller, input: MessageCreate, idempotencyKey?: string): Promise<{ sent: Sent, replayed: boolean }> {
-      const { to, body, subject, priority = 'normal', reply_to: replyTo, data } = input
+      const { to, topic, queue, ack_within_s: ackWithinS, body, subject, priority = 'normal', reply_to: replyTo, data } = input
+      if ([to, topic, queue].filter((v) => v !== undefined).length > 1) {
+        throw new BadSend('to, topic and queue are alternatives: give one of them, or none to broadcast')
+      }
+      if (ackWithinS !== undefined && to === undefined) throw new BadSend('ack_within_s applies to direct messages (to) only')
       if (body === '' && (data === undefined || Object.keys(data).length === 0)) throw new EmptyMessage()
       refuseNul({ body, subject, 'Idempotency-Key': idempotencyKey })
       // Everything the message stores counts against the limit, not only its body.
@@ -97,14 +105,20 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
         replyTo,
         data,
         idempotencyKey,
-        now: new Date().toISOString()
+        topic,
+        queue,
+        ackWithinS,
+        now: new Date(clock()).toISOString()
       }), { ordered: true })
       if ('unknownRecipients' in outcome) throw new AgentNotFound(outcome.unknownRecipients.join(', '))
+      if ('topicNotFound' in outcome) throw new TopicNotFound(outcome.topicNotFound)
+      if ('queueNotFound' in outcome) throw new QueueNotFound(outcome.queueNotFound)
       if ('replyToNotFound' in outcome) throw new MessageNotFound(`reply_to ${outcome.replyToNotFound}`)
       if ('idempotencyConflict' in outcome) throw new IdempotencyConflict(idempotencyKey, outcome.idempotencyConflict)
       const { sent, replayed, recipientIds, webhooks } = outcome
       // After the commit: readers pull from the database, so they must not hear of rows they cannot see yet.
-      if (!replayed) notifier.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds, webhooks })
+      if (!replayed && queue !== undefined) notifier.publish({ kind: 'queue', queue })
+      else if (!replayed) notifier.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds, webhooks })
       return { sent, replayed }
     },
 
@@ -129,7 +143,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
     // Marks messages read and tells their senders (read receipts). Ids not in the caller's inbox are listed back.
     async ack ({ agent }: AgentCaller, ids: number[]) {
       await sync(agent)
-      const readAt = new Date().toISOString()
+      const readAt = new Date(clock()).toISOString()
       const { newlyRead, ...result } = await write((trx) => ackMessages(trx, agent.id, ids, readAt))
       for (const { seq, senderId } of newlyRead) {
         notifier.publish({ kind: 'receipt', senderId, messageId: seq, agent: agent.name, readAt })
@@ -142,6 +156,11 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       await sync(agent)
       const message = await getMessage(db, agent.id, id)
       if (!message) throw new MessageNotFound(String(id))
+      // The sender of a queue message sees who claimed it, how often, and whether it was acked or died.
+      if (message.queue !== null && message.from === agent.name) {
+        const status = await queueStatus(db, id, new Date(clock()).toISOString())
+        if (status !== undefined) return { ...message, queue_status: status }
+      }
       return message
     },
 
@@ -153,7 +172,8 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
     },
 
     // What the caller sent or received, in the order stored, archived messages included.
-    async history ({ agent }: AgentCaller, { since, until, with: other, thread, limit = 50, cursor }: HistoryRequest) {
+    async history ({ agent }: AgentCaller, { since, until, with: other, thread, topic, limit = 50, cursor }: HistoryRequest) {
+      if (topic !== undefined && !await topicExists(db, topic)) throw new TopicNotFound(topic)
       let withAgentId: number | undefined
       if (other !== undefined) {
         const row = await findAgent(db, other)
@@ -169,6 +189,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
         until: toIso(until, 'until'),
         withAgentId,
         thread,
+        topic,
         limit,
         afterSeq: cursor === undefined ? undefined : decodeCursor(cursor, 1)[0]
       })

@@ -29,14 +29,14 @@ const MAX_EXTRA = 1000
 export interface StreamRequest {
   // Resume after this event id (Last-Event-ID).
   lastEventId?: string
-  // Also send `receipt` events (a recipient read a message the caller sent) and `presence` events (another agent
-  // came online or went offline).
+  // Also send `receipt` events (a recipient read a message the caller sent) and `overdue` events (a recipient missed
+  // its ack deadline), and `presence` events (another agent came online or went offline).
   receipts?: boolean
   presence?: boolean
 }
 
 // A `message` carries the id to resume after it; `receipt` and `presence` are signals of the moment, not replayed.
-export interface StreamItem { id?: string, event: 'message' | 'receipt' | 'presence', data: unknown }
+export interface StreamItem { id?: string, event: 'message' | 'receipt' | 'overdue' | 'presence', data: unknown }
 
 // Why a stream ended by itself: its watch ended (WatchEnd), or its reader fell more than MAX_EXTRA receipt and
 // presence events behind.
@@ -76,6 +76,8 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
       const unsubscribeExtra = notifier.subscribe(agent.id, (event) => {
         if (event.kind === 'receipt' && receipts) {
           extra.push({ event: 'receipt', data: { message_id: event.messageId, agent: event.agent, read_at: event.readAt } })
+        } else if (event.kind === 'overdue' && receipts) {
+          extra.push({ event: 'overdue', data: { message_id: event.messageId, agent: event.agent, ack_by: event.ackBy } })
         } else if (event.kind === 'presence' && presence && event.agent !== agent.name) {
           extra.push({ event: 'presence', data: { agent: event.agent, status: event.status } })
         } else {

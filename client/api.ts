@@ -103,7 +103,7 @@ export interface paths {
         put?: never;
         /**
          * Send a direct or broadcast message
-         * @description The sender is the token's agent. Omit `to` to broadcast to every other agent. An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again (with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422. A key is remembered while its message is live, at least BUS_ARCHIVE_AFTER_S (7 days by default).
+         * @description The sender is the token's agent. Give `to` for a direct message, `topic` to publish to a topic's subscribers, `queue` to put it on a work queue, or none of them to broadcast to every other agent. An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again (with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422. A key is remembered while its message is live, at least BUS_ARCHIVE_AFTER_S (7 days by default).
          */
         post: operations["sendMessage"];
         delete?: never;
@@ -212,6 +212,186 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/topics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every topic, with its subscriber count and whether the caller is subscribed */
+        get: operations["listTopics"];
+        put?: never;
+        /**
+         * Create a topic
+         * @description Any agent may create a topic and publish to it (POST /send with `topic`). Creating one does not subscribe its creator.
+         */
+        post: operations["createTopic"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/topics/{name}/subscription": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Subscribe the caller to a topic
+         * @description Idempotent. The caller gets every message published to the topic from now on (not the ones before), by every channel its direct messages take: inbox, stream, long-poll, webhook.
+         */
+        put: operations["subscribeTopic"];
+        post?: never;
+        /**
+         * Unsubscribe the caller from a topic
+         * @description Idempotent. Messages published while the caller was subscribed stay in its inbox.
+         */
+        delete: operations["unsubscribeTopic"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every work queue, with how many messages are available, leased and dead */
+        get: operations["listQueues"];
+        put?: never;
+        /**
+         * Create a work queue
+         * @description Any agent may put messages on a queue (POST /send with `queue`) and claim them. A claimed message is leased to its claimer for `lease_s`; unacked when the lease ends (or released), it is available again, and after `max_deliveries` such deliveries it becomes a dead letter.
+         */
+        post: operations["createQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/claim": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Lease available messages of a queue to the caller
+         * @description Up to `limit` messages, most urgent and then oldest first, each leased to the caller until its `lease_expires_at`. No two claimers ever hold the same message. With `wait_s`, an empty claim is held until work arrives or the time is up. Finish each with /ack, give it back with /release, or buy time with /extend.
+         */
+        post: operations["claimQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/ack": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Finish leased messages: they leave the queue
+         * @description Every id must be leased to the caller, its lease running; otherwise nothing changes (409). Acking again what the caller acked already changes nothing. The sender sees the ack in GET /messages/{id}.
+         */
+        post: operations["ackQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Give leased messages back unfinished
+         * @description Available again to any claimer (after `delay_s`), or a dead letter once the message has had `max_deliveries` deliveries.
+         */
+        post: operations["releaseQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/extend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Extend leases: they now end lease_s from now */
+        post: operations["extendQueue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/dead": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The dead letters of a queue, oldest first */
+        get: operations["listDeadLetters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/queues/{name}/dead/requeue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Put dead letters back in the queue with a fresh delivery count
+         * @description The ids given, or every dead letter of the queue when `ids` is left out.
+         */
+        post: operations["requeueDeadLetters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/stream": {
         parameters: {
             query?: never;
@@ -221,15 +401,16 @@ export interface paths {
         };
         /**
          * Server-sent events: the unread backlog, then new messages as they are stored
-         * @description A text/event-stream of three kinds of event:
+         * @description A text/event-stream of four kinds of event:
          *
          *     | event | data | id |
          *     |---|---|---|
          *     | `message` | a Message (inbox item) | yes: resume after it with the `Last-Event-ID` header (or `last_event_id`) |
          *     | `receipt` | a ReceiptEvent, with `receipts=true`: a recipient read a message the caller sent | no |
+         *     | `overdue` | an OverdueEvent, with `receipts=true`: a recipient missed the ack deadline (`ack_within_s`) of a message the caller sent | no |
          *     | `presence` | a PresenceEvent, with `presence=true`: another agent came online or went offline | no |
          *
-         *     The stream sends the unread backlog first (inbox order), then each new message the moment it is stored; messages acknowledged meanwhile are skipped. `receipt` and `presence` events are signals of the moment and are not replayed after a reconnect: catch up with `GET /messages/{id}` (its `receipts`) and `GET /agents`. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.
+         *     The stream sends the unread backlog first (inbox order), then each new message the moment it is stored; messages acknowledged meanwhile are skipped. `receipt`, `overdue` and `presence` events are signals of the moment and are not replayed after a reconnect: catch up with `GET /messages/{id}` (its `receipts`) and `GET /agents`. A comment line every 15 s keeps the connection open; an open stream keeps the agent online.
          *
          *     A stream never ends by itself, so a client that waits for the whole answer (Swagger UI's "Execute", a generated client without SSE support) waits for ever: give `close_after` to see what arrives within that many seconds.
          */
@@ -330,6 +511,10 @@ export interface components {
         Priority: "normal" | "high" | "urgent";
         /** @description An agent name: lower-case letters, digits, dot, underscore, dash; at most 64. */
         AgentName: string;
+        /** @description A topic name: lower-case letters, digits, dot, underscore, dash; at most 64. */
+        TopicName: string;
+        /** @description A work queue name: lower-case letters, digits, dot, underscore, dash; at most 64. */
+        QueueName: string;
         /** @description An opaque position to continue a listing from. */
         Cursor: string;
         /**
@@ -463,8 +648,12 @@ export interface components {
          *     }
          */
         MessageCreate: {
-            /** @description One recipient or a list of them. Omit it to broadcast to every other registered agent. */
+            /** @description One recipient or a list of them. Omit it (and `topic` and `queue`) to broadcast to every other registered agent. */
             to?: components["schemas"]["AgentName"] | components["schemas"]["AgentName"][];
+            topic?: components["schemas"]["TopicName"];
+            queue?: components["schemas"]["QueueName"];
+            /** @description Each recipient must acknowledge it within this many seconds, or it becomes overdue: the sender gets an `overdue` event (stream with `receipts=true`, webhook). Direct messages (`to`) only. */
+            ack_within_s?: number;
             /** @description The message text. It may be empty when `data` carries the payload; a message with neither is refused (400). Body, subject and data together are at most BUS_MAX_MESSAGE_BYTES bytes (413 above). */
             body: string;
             subject?: string;
@@ -485,7 +674,11 @@ export interface components {
             /** @description The explicit recipients; empty for a broadcast. */
             to: components["schemas"]["AgentName"][];
             broadcast: boolean;
-            /** @description How many inboxes the message was delivered to. */
+            /** @description The topic it was published to. */
+            topic: components["schemas"]["TopicName"] | null;
+            /** @description The work queue it was put on. */
+            queue: components["schemas"]["QueueName"] | null;
+            /** @description How many inboxes the message was delivered to (0 for a queue message). */
             recipients: number;
             priority: components["schemas"]["Priority"];
             created_at: components["schemas"]["Timestamp"];
@@ -502,6 +695,42 @@ export interface components {
              * @description An ISO-8601 UTC time, or null. When the agent acknowledged it.
              */
             read_at: string | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. Its ack deadline, for a message sent with `ack_within_s`.
+             */
+            ack_by: string | null;
+            /** @description The agent missed the ack deadline (an ack after it still records the read). */
+            overdue: boolean;
+        };
+        /** @description Where a queue message stands, shown to its sender. */
+        QueueStatus: {
+            queue: components["schemas"]["QueueName"];
+            /**
+             * @description available: waiting for a claim; delayed: released with a delay; leased: claimed, lease running; acked: done; dead: a dead letter.
+             * @enum {string}
+             */
+            state: "available" | "delayed" | "leased" | "acked" | "dead";
+            /** @description How many times it was claimed (since it was last requeued from the dead letters). */
+            delivery_count: number;
+            /** @description Who claimed it last. */
+            claimed_by: components["schemas"]["AgentName"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. While leased: when the lease ends.
+             */
+            lease_expires_at: string | null;
+            acked_by: components["schemas"]["AgentName"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When it was acked.
+             */
+            acked_at: string | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When it became a dead letter.
+             */
+            dead_at: string | null;
         };
         Message: {
             /** @description A message id; ids grow in the order messages are stored. */
@@ -510,6 +739,10 @@ export interface components {
             /** @description The explicit recipients; empty for a broadcast. */
             to: components["schemas"]["AgentName"][];
             broadcast: boolean;
+            /** @description The topic it was published to; null for other messages. */
+            topic: components["schemas"]["TopicName"] | null;
+            /** @description The work queue it was put on; null for other messages. */
+            queue: components["schemas"]["QueueName"] | null;
             subject: string | null;
             body: string;
             data: {
@@ -530,10 +763,16 @@ export interface components {
              * @description An ISO-8601 UTC time, or null. When the caller acknowledged it; null if unread or if the caller sent it.
              */
             read_at: string | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. The caller must acknowledge it by then (the sender set `ack_within_s`); null without a deadline.
+             */
+            ack_by: string | null;
             /** @description Moved to the archive: read by all and older than BUS_ARCHIVE_AFTER_S. */
             archived: boolean;
             /** @description Read receipts, shown to the sender only. */
             receipts?: components["schemas"]["Receipt"][];
+            queue_status?: components["schemas"]["QueueStatus"];
         };
         MessagePage: {
             messages: components["schemas"]["Message"][];
@@ -571,11 +810,202 @@ export interface components {
             agent: components["schemas"]["AgentName"];
             read_at: components["schemas"]["Timestamp"];
         };
+        /** @description The data of an `overdue` event: a recipient did not acknowledge, by its deadline, a message the caller sent with `ack_within_s`. */
+        OverdueEvent: {
+            /** @description A message id; ids grow in the order messages are stored. */
+            message_id: number;
+            agent: components["schemas"]["AgentName"];
+            ack_by: components["schemas"]["Timestamp"];
+        };
         /** @description The data of a `presence` event: another agent came online or went offline. */
         PresenceEvent: {
             agent: components["schemas"]["AgentName"];
             /** @enum {string} */
             status: "online" | "offline";
+        };
+        /**
+         * @example {
+         *       "name": "reviews",
+         *       "description": "Pull requests that want a review"
+         *     }
+         */
+        TopicCreate: {
+            name: components["schemas"]["TopicName"];
+            description?: string;
+        };
+        Topic: {
+            name: components["schemas"]["TopicName"];
+            description: string | null;
+            created_by: components["schemas"]["AgentName"];
+            created_at: components["schemas"]["Timestamp"];
+            /** @description Registered agents subscribed to it. */
+            subscribers: number;
+            /** @description Whether the caller is subscribed. */
+            subscribed: boolean;
+        };
+        TopicList: {
+            topics: components["schemas"]["Topic"][];
+        };
+        Subscription: {
+            topic: components["schemas"]["TopicName"];
+            /** @description Whether the caller is subscribed now. */
+            subscribed: boolean;
+            /** @description Whether this request changed it (false: it already was so). */
+            changed: boolean;
+        };
+        /**
+         * @example {
+         *       "name": "reviews",
+         *       "lease_s": 120,
+         *       "max_deliveries": 3
+         *     }
+         */
+        QueueCreate: {
+            name: components["schemas"]["QueueName"];
+            description?: string;
+            /**
+             * @description How long a claim holds a message, unless the claim says otherwise.
+             * @default 60
+             */
+            lease_s: number;
+            /**
+             * @description Deliveries (claims) that may end without an ack, by lease expiry or release, before the message becomes a dead letter.
+             * @default 5
+             */
+            max_deliveries: number;
+        };
+        Queue: {
+            name: components["schemas"]["QueueName"];
+            description: string | null;
+            lease_s: number;
+            max_deliveries: number;
+            created_by: components["schemas"]["AgentName"];
+            created_at: components["schemas"]["Timestamp"];
+            /** @description Messages a claim would get now. */
+            available: number;
+            /** @description Released with a delay that has not passed yet. */
+            delayed: number;
+            /** @description Claimed, with a lease still running. */
+            leased: number;
+            /** @description Dead letters. */
+            dead: number;
+        };
+        QueueList: {
+            queues: components["schemas"]["Queue"][];
+        };
+        /**
+         * @example {
+         *       "limit": 1,
+         *       "wait_s": 30
+         *     }
+         */
+        ClaimBody: {
+            /**
+             * @description At most this many messages.
+             * @default 1
+             */
+            limit: number;
+            /**
+             * @description Long-poll: hold an empty answer this many seconds until work arrives.
+             * @default 0
+             */
+            wait_s: number;
+            /** @description The lease, instead of the queue's lease_s. */
+            lease_s?: number;
+        };
+        ClaimedMessage: {
+            message: components["schemas"]["Message"];
+            /** @description This claim included: 1 the first time. */
+            delivery_count: number;
+            lease_expires_at: components["schemas"]["Timestamp"];
+        };
+        Claimed: {
+            /** @description Most urgent first, then oldest. */
+            messages: components["schemas"]["ClaimedMessage"][];
+        };
+        /**
+         * @example {
+         *       "ids": [
+         *         1
+         *       ]
+         *     }
+         */
+        LeaseIds: {
+            /** @description Ids of messages of this queue leased to the caller. */
+            ids: number[];
+        };
+        /**
+         * @example {
+         *       "ids": [
+         *         1
+         *       ],
+         *       "delay_s": 10
+         *     }
+         */
+        ReleaseBody: {
+            /** @description Ids of messages of this queue leased to the caller. */
+            ids: number[];
+            /**
+             * @description Available again only after this many seconds.
+             * @default 0
+             */
+            delay_s: number;
+        };
+        /**
+         * @example {
+         *       "ids": [
+         *         1
+         *       ],
+         *       "lease_s": 120
+         *     }
+         */
+        ExtendBody: {
+            /** @description Ids of messages of this queue leased to the caller. */
+            ids: number[];
+            /** @description The leases now end this many seconds from now. */
+            lease_s: number;
+        };
+        /** @example {} */
+        RequeueBody: {
+            /** @description Dead letters to requeue; all of the queue's when left out. */
+            ids?: number[];
+        };
+        QueueAcked: {
+            /** @description Newly acked. */
+            acked: number;
+            /** @description Acked by the caller before. */
+            already_acked: number;
+        };
+        Released: {
+            /** @description Available again (after delay_s). */
+            released: number;
+            /** @description Had had their max_deliveries: dead letters now. */
+            dead: number;
+        };
+        Extended: {
+            extended: number;
+            lease_expires_at: components["schemas"]["Timestamp"];
+        };
+        Requeued: {
+            /** @description Available again, with a fresh delivery count. */
+            requeued: number[];
+            /** @description Ids given that are not dead letters of this queue. */
+            not_dead: number[];
+        };
+        DeadLetter: {
+            message: components["schemas"]["Message"];
+            delivery_count: number;
+            /** @description Who claimed it last. */
+            claimed_by: components["schemas"]["AgentName"] | null;
+            /**
+             * Format: date-time
+             * @description An ISO-8601 UTC time, or null. When it became a dead letter.
+             */
+            dead_at: string | null;
+        };
+        DeadLetterPage: {
+            dead: components["schemas"]["DeadLetter"][];
+            next_cursor: components["schemas"]["Cursor"] | null;
         };
         /** @description Figures for the whole bus. Each is read from a counter or a small index, so reading them costs the same at ten messages as at ten million. */
         Stats: {
@@ -1322,7 +1752,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description A recipient or the reply_to message does not exist; nothing was stored. */
+            /** @description A recipient, the topic, the queue or the reply_to message does not exist; nothing was stored. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1772,6 +2202,7 @@ export interface operations {
                 with?: components["schemas"]["AgentName"];
                 /** @description A message id; ids grow in the order messages are stored. */
                 thread?: number;
+                topic?: components["schemas"]["TopicName"];
                 /** @description Page size, at most 500. */
                 limit?: number;
                 cursor?: components["schemas"]["Cursor"];
@@ -1860,10 +2291,1236 @@ export interface operations {
             };
         };
     };
+    listTopics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The topics, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopicList"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createTopic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TopicCreate"];
+            };
+        };
+        responses: {
+            /** @description Created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Topic"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A topic of that name exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    subscribeTopic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["TopicName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Subscribed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such topic. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    unsubscribeTopic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["TopicName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Not subscribed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Subscription"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such topic. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listQueues: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queues, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueList"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    createQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["QueueCreate"];
+            };
+        };
+        responses: {
+            /** @description Created. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Queue"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A queue of that name exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    claimQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimBody"];
+            };
+        };
+        responses: {
+            /** @description The leased messages; none when nothing is available. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Claimed"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    ackQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaseIds"];
+            };
+        };
+        responses: {
+            /** @description Acked. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueAcked"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An id is not leased to the caller now: leased to another agent (named), its lease expired (it may be with another agent), or it is available, acked or dead. Nothing was changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    releaseQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReleaseBody"];
+            };
+        };
+        responses: {
+            /** @description Released. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Released"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An id is not leased to the caller now: leased to another agent (named), its lease expired (it may be with another agent), or it is available, acked or dead. Nothing was changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    extendQueue: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExtendBody"];
+            };
+        };
+        responses: {
+            /** @description Extended. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Extended"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An id is not leased to the caller now: leased to another agent (named), its lease expired (it may be with another agent), or it is available, acked or dead. Nothing was changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    listDeadLetters: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: components["schemas"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of dead letters. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadLetterPage"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    requeueDeadLetters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RequeueBody"];
+            };
+        };
+        responses: {
+            /** @description Requeued. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Requeued"];
+                };
+            };
+            /** @description Invalid request; the message names the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing, invalid or revoked token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The token is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such queue, or (for ids) a message that is not in it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request did not arrive whole within BUS_REQUEST_TIMEOUT_MS. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the bus accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The body is not JSON: send it with Content-Type: application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (BUS_RATE_LIMIT_PER_MIN, or registrations per address); retry after Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, shutting down, or the database cannot be written; nothing was stored. Retry after Retry-After seconds. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     streamMessages: {
         parameters: {
             query?: {
-                /** @description Also send `receipt` events. */
+                /** @description Also send `receipt` and `overdue` events. */
                 receipts?: boolean;
                 /** @description Also send `presence` events. */
                 presence?: boolean;
@@ -1883,13 +3540,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A text/event-stream. Each event's `data` is one of Message (`message`), ReceiptEvent (`receipt`) or PresenceEvent (`presence`), as JSON. */
+            /** @description A text/event-stream. Each event's `data` is one of Message (`message`), ReceiptEvent (`receipt`), OverdueEvent (`overdue`) or PresenceEvent (`presence`), as JSON. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["Message"] | components["schemas"]["ReceiptEvent"] | components["schemas"]["PresenceEvent"];
+                    "text/event-stream": components["schemas"]["Message"] | components["schemas"]["ReceiptEvent"] | components["schemas"]["OverdueEvent"] | components["schemas"]["PresenceEvent"];
                 };
             };
             /** @description Invalid request; the message names the field. */

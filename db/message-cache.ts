@@ -5,6 +5,8 @@ export interface StoredMessage {
   from: string
   to: string[]
   broadcast: boolean
+  topic: string | null
+  queue: string | null
   subject: string | null
   body: string
   data: Record<string, unknown> | null

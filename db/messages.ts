@@ -3,9 +3,11 @@ import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Write } from './group-commit.js'
 import type { MessageCache, StoredMessage } from './message-cache.js'
 import { prepared } from './prepared.js'
+import { findQueue } from './queues.js'
 import type { Database, MessageRow, NewMessage } from './schema.js'
 import type { Storage } from './storage.js'
 import { countArchived, countRead, countSent } from './stats.js'
+import { topicExists } from './topics.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -24,6 +26,11 @@ export interface SendInput {
   replyTo?: number
   data?: Record<string, unknown>
   idempotencyKey?: string
+  // Publish to a topic's subscribers, or put on a work queue, instead of `to`.
+  topic?: string
+  queue?: string
+  // Each recipient of a direct message must acknowledge it within this many seconds, or it becomes overdue.
+  ackWithinS?: number
   now: string
 }
 
@@ -33,6 +40,8 @@ export interface Sent {
   from: string
   to: string[]
   broadcast: boolean
+  topic: string | null
+  queue: string | null
   recipients: number
   priority: PriorityName
   created_at: string
@@ -44,6 +53,8 @@ export type SendOutcome =
   | { ok: true, sent: Sent, replayed: boolean, recipientIds: number[] | null, webhooks: boolean }
   | { ok: false, unknownRecipients: string[] }
   | { ok: false, replyToNotFound: number }
+  | { ok: false, topicNotFound: string }
+  | { ok: false, queueNotFound: string }
   // The idempotency key already stored this other message, from a different request.
   | { ok: false, idempotencyConflict: number }
 
@@ -56,10 +67,18 @@ function canonicalJson (value: unknown): string {
 }
 
 // What makes two sends with one Idempotency-Key the same request: everything the sender chose, after defaults.
+// Fields added since keys were first hashed count only when present, so a retry stored before them still matches.
 export function requestHash (input: SendInput): string {
-  const { to, body, subject, priority, replyTo, data } = input
-  return createHash('sha256').update(canonicalJson({ to: to === undefined ? null : [...to].sort(), body, subject: subject ?? null, priority, replyTo: replyTo ?? null, data: data ?? null })).digest('hex')
+  const { to, body, subject, priority, replyTo, data, topic, queue, ackWithinS } = input
+  return createHash('sha256').update(canonicalJson({
+    to: to === undefined ? null : [...to].sort(), body, subject: subject ?? null, priority, replyTo: replyTo ?? null, data: data ?? null,
+    ...(topic !== undefined && { topic }), ...(queue !== undefined && { queue }), ...(ackWithinS !== undefined && { ackWithinS })
+  })).digest('hex')
 }
+
+// When a recipient must have acknowledged a message sent with ack_within_s.
+const ackBy = (input: SendInput): string | null =>
+  input.ackWithinS === undefined ? null : new Date(Date.parse(input.now) + input.ackWithinS * 1000).toISOString()
 
 // Stores a message and one delivery per recipient, and counts them for /stats (db/stats.ts), inside the caller's
 // transaction (a group commit). A send with an Idempotency-Key that was used before answers the first message when
@@ -86,11 +105,15 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     const known = new Set(direct.map((a) => a.name))
     return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
   }
+  const { topic, queue } = input
+  if (topic !== undefined && !await topicExists(trx, topic)) return { ok: false, topicNotFound: topic }
+  if (queue !== undefined && await findQueue(trx, queue) === undefined) return { ok: false, queueNotFound: queue }
 
   const priority = rankOf(input.priority)
   const [{ seq }] = await insertMessage(trx, {
     sender_id: input.senderId,
-    recipients: input.to === undefined ? null : JSON.stringify(input.to),
+    // A queue message goes to no inbox: no recipients, and not null, which would make it a broadcast.
+    recipients: queue !== undefined ? '[]' : input.to === undefined ? null : JSON.stringify(input.to),
     subject: input.subject ?? null,
     body: input.body,
     data: input.data === undefined ? null : JSON.stringify(input.data),
@@ -99,7 +122,9 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     thread_id: threadId ?? 0,
     created_at: input.now,
     idempotency_key: input.idempotencyKey ?? null,
-    request_hash: hash
+    request_hash: hash,
+    topic: topic ?? null,
+    queue: queue ?? null
   })
   // A message that replies to nothing starts its own thread, named by its own id.
   if (threadId === undefined) {
@@ -107,33 +132,50 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     await startThread(trx, seq)
   }
 
-  let recipients: number
-  if (input.to === undefined) {
-    // A broadcast is stored once; each agent's copy is made when it next reads (syncBroadcasts). Recipients with a
-    // webhook get theirs now, with the push queued, so a crash cannot lose it.
-    recipients = Number((await registeredOthers(trx, input.senderId).select((eb) => eb.fn.countAll<number>().as('n'))
-      .executeTakeFirstOrThrow()).n)
+  let recipients = 0
+  let recipientIds: number[] | null = []
+  let webhooks = false
+  if (queue !== undefined) {
+    // Waits for a claim (db/queues.ts).
+    await trx.insertInto('queue_entries').values({ message_seq: seq, queue, priority, available_at: input.now }).execute()
+  } else if (input.to === undefined) {
+    // A broadcast, or a topic message, is stored once; each agent's copy is made when it next reads (syncBroadcasts).
+    // Recipients with a webhook get theirs now, with the push queued, so a crash cannot lose it.
+    const others = topic === undefined ? registeredOthers(trx, input.senderId) : subscribersOf(trx, topic, input.senderId)
+    if (topic === undefined) {
+      recipients = Number((await others.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
+      recipientIds = null
+    } else {
+      // The subscribers by id, so that only their readers are woken.
+      recipientIds = (await others.select('a.id').execute()).map((a) => Number(a.id))
+      recipients = recipientIds.length
+    }
     await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
-      .expression(registeredOthers(trx, input.senderId).where('webhook_url', 'is not', null)
-        .select((eb) => [integer(seq).as('message_seq'), 'id', integer(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
+      .expression(others.where('a.webhook_url', 'is not', null)
+        .select((eb) => [integer(seq).as('message_seq'), 'a.id', integer(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
       .execute()
+    webhooks = recipients > 0
   } else {
-    await insertDeliveries(trx, seq, priority, input.now, direct.map((a) => a.id))
+    await insertDeliveries(trx, seq, priority, input.now, ackBy(input), direct.map((a) => a.id))
     recipients = direct.length
+    recipientIds = direct.map((a) => a.id)
+    webhooks = direct.some((a) => a.webhook_url !== null)
   }
   await countSent(trx, [{ priority: input.priority, recipients }])
 
   return {
     ok: true,
     replayed: false,
-    recipientIds: input.to === undefined ? null : direct.map((a) => a.id),
-    webhooks: input.to === undefined || direct.some((a) => a.webhook_url !== null),
+    recipientIds,
+    webhooks,
     sent: {
       id: seq,
       thread_id: threadId,
       from: input.senderName,
       to: input.to ?? [],
-      broadcast: input.to === undefined,
+      broadcast: input.to === undefined && topic === undefined && queue === undefined,
+      topic: topic ?? null,
+      queue: queue ?? null,
       recipients,
       priority: input.priority,
       created_at: input.now
@@ -150,7 +192,9 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
   const outcomes: SendOutcome[] = new Array(inputs.length)
   const direct: number[] = []
   for (const [i, input] of inputs.entries()) {
-    if (input.to === undefined || input.idempotencyKey !== undefined) outcomes[i] = await sendMessage(trx, input)
+    if (input.to === undefined || input.idempotencyKey !== undefined || input.topic !== undefined || input.queue !== undefined) {
+      outcomes[i] = await sendMessage(trx, input)
+    }
     else direct.push(i)
   }
   if (direct.length === 0) return outcomes
@@ -193,7 +237,9 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
       thread_id: threadId ?? 0,
       created_at: input.now,
       idempotency_key: null,
-      request_hash: null
+      request_hash: null,
+      topic: null,
+      queue: null
     }
   })).returning('seq').execute()).map((row) => Number(row.seq)).sort((a, b) => a - b)
   // A message that replies to nothing starts its own thread, named by its own id.
@@ -205,7 +251,9 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
     const input = inputs[i]
     return (input.to as string[]).map((name) => {
       const agent = agents.get(name) as { id: number, webhook_url: string | null }
-      return { message_seq: seqs[k], recipient_id: agent.id, priority: rankOf(input.priority), webhook_next_at: agent.webhook_url === null ? null : input.now }
+      return {
+        message_seq: seqs[k], recipient_id: agent.id, priority: rankOf(input.priority), webhook_next_at: agent.webhook_url === null ? null : input.now, ack_by: ackBy(input)
+      }
     })
   })
   for (let from = 0; from < deliveries.length; from += ROWS_PER_INSERT) {
@@ -227,6 +275,8 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
         from: input.senderName,
         to: input.to as string[],
         broadcast: false,
+        topic: null,
+        queue: null,
         recipients: recipients.length,
         priority: input.priority,
         created_at: input.now
@@ -236,7 +286,7 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
   return outcomes
 }
 
-// Rows of four columns: far below the bound parameters either engine takes in one statement (SQLite 32,766,
+// Rows of five columns: far below the bound parameters either engine takes in one statement (SQLite 32,766,
 // PostgreSQL 65,535).
 const ROWS_PER_INSERT = 4000
 
@@ -246,31 +296,39 @@ const registeredByName = prepared((db, names: string[]) => db.selectFrom('agents
 const insertMessage = prepared((db, row: NewMessage) => db.insertInto('messages').values(row).returning('seq'))
 const startThread = prepared((db, seq: number) => db.updateTable('messages').set({ thread_id: seq }).where('seq', '=', seq))
 // One row per recipient, with a webhook push queued for those that have a webhook.
-const insertDeliveries = prepared((db, seq: number, priority: number, now: string, ids: number[]) => db.insertInto('deliveries')
-  .columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
+const insertDeliveries = prepared((db, seq: number, priority: number, now: string, ackBy: string | null, ids: number[]) => db.insertInto('deliveries')
+  .columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at', 'ack_by'])
   .expression(db.selectFrom('agents').where('id', 'in', ids).select((eb) => [
     integer(seq).as('message_seq'), 'id', integer(priority).as('priority'),
-    eb.case().when('webhook_url', 'is not', null).then(eb.cast(eb.val(now), 'text')).end().as('webhook_next_at')
+    eb.case().when('webhook_url', 'is not', null).then(eb.cast(eb.val(now), 'text')).end().as('webhook_next_at'),
+    eb.cast(eb.val(ackBy), 'text').as('ack_by')
   ])))
+
 
 // A number bound in a select list. PostgreSQL types an untyped parameter there as text, which an INSERT … SELECT
 // then refuses to put in an integer column; SQLite takes the cast as a no-op.
 const integer = (value: number) => sql<number>`cast(${value} as bigint)`
 
 const registeredOthers = (db: Db, agentId: number) =>
-  db.selectFrom('agents').where('deleted_at', 'is', null).where('id', '!=', agentId)
+  db.selectFrom('agents as a').where('a.deleted_at', 'is', null).where('a.id', '!=', agentId)
+// A topic's registered subscribers but the sender: who gets a message published now.
+const subscribersOf = (db: Db, topic: string, senderId: number) => registeredOthers(db, senderId)
+  .where(({ exists, selectFrom }) => exists(selectFrom('subscriptions as s').select('s.agent_id')
+    .whereRef('s.agent_id', '=', 'a.id').where('s.topic', '=', topic)))
 
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
   const m = await db.selectFrom('messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
   const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
     .where('message_seq', '=', seq).executeTakeFirstOrThrow()
-  const pending = m.recipients === null ? (await broadcastPending(db, seq, m.sender_id)).length : 0
+  const pending = m.recipients === null ? (await broadcastPending(db, seq, m.sender_id, m.topic)).length : 0
   return {
     id: m.seq,
     thread_id: m.thread_id,
     from,
     to: m.recipients === null ? [] : JSON.parse(m.recipients),
-    broadcast: m.recipients === null,
+    broadcast: m.recipients === null && m.topic === null,
+    topic: m.topic,
+    queue: m.queue,
     recipients: Number(count) + pending,
     priority: PRIORITIES[m.priority],
     created_at: m.created_at
@@ -320,6 +378,8 @@ export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent:
       await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority'])
         .expression(pending.select(['seq', integer(agent.id).as('recipient_id'), 'priority'])
           .where('seq', '<=', to).where('sender_id', '!=', agent.id)
+          // A topic message only for a subscriber that subscribed before it was stored.
+          .where((eb) => eb.or([eb('topic', 'is', null), subscribedBefore(agent.id)]))
           // A reader racing its agent's deregistration makes no more copies for it.
           .where(({ exists, selectFrom }) => exists(selectFrom('agents').select('id').where('id', '=', agent.id).where('deleted_at', 'is', null))))
         // A recipient with a webhook got its row when the broadcast was sent.
@@ -333,14 +393,26 @@ export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent:
   return latest ?? 0
 }
 
-// The registered agents a broadcast is meant for that have not read far enough to have their row for it yet.
-function pendingAgents (db: Db, seq: number | Expression<number>, senderId: number | Expression<number>) {
-  return db.selectFrom('agents as a').where('a.deleted_at', 'is', null)
+// Whether the agent subscribed to the topic of the message being read (in a query over `messages`) before it was stored.
+const subscribedBefore = (agentId: number) => sql<boolean>`exists (select 1 from subscriptions s
+  where s.topic = ${sql.ref('messages.topic')} and s.agent_id = ${agentId} and s.since_seq < ${sql.ref('messages.seq')})`
+
+// The registered agents a broadcast, or a message of the topic `topic` names, is meant for that have not read far
+// enough to have their row for it yet.
+function pendingAgents (db: Db, seq: number | Expression<number>, senderId: number | Expression<number>,
+  topic: string | null | Expression<string | null>) {
+  const agents = db.selectFrom('agents as a').where('a.deleted_at', 'is', null)
     .where('a.broadcasts_upto', '<', seq).where('a.id', '!=', senderId)
+  if (topic === null) return agents
+  return agents.where((eb) => {
+    const subscribed = eb.exists(eb.selectFrom('subscriptions as s').select('s.agent_id')
+      .whereRef('s.agent_id', '=', 'a.id').where('s.topic', '=', topic).where('s.since_seq', '<', seq))
+    return typeof topic === 'string' ? subscribed : eb.or([eb(topic, 'is', null), subscribed])
+  })
 }
 
-async function broadcastPending (db: Db, seq: number, senderId: number): Promise<string[]> {
-  const rows = await pendingAgents(db, seq, senderId).select('a.name')
+async function broadcastPending (db: Db, seq: number, senderId: number, topic: string | null): Promise<string[]> {
+  const rows = await pendingAgents(db, seq, senderId, topic).select('a.name')
     .where(({ not, exists, selectFrom }) => not(exists(selectFrom('deliveries as o').select('o.message_seq')
       .where('o.message_seq', '=', seq).whereRef('o.recipient_id', '=', 'a.id'))))
     .execute()
@@ -357,7 +429,7 @@ const STORES = [LIVE, ARCHIVE]
 
 const messageColumns = (store: Store) => [
   'm.seq', 'm.sender_id', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id',
-  'm.created_at', sql.lit(store.archived).as('archived'), 's.name as sender', 'd.delivered_at', 'd.read_at'
+  'm.created_at', 'm.topic', 'm.queue', sql.lit(store.archived).as('archived'), 's.name as sender', 'd.delivered_at', 'd.read_at', 'd.ack_by'
 ] as const
 
 // A message row as the reads select it: with its store, its sender's name, and the reader's own delivery.
@@ -366,17 +438,20 @@ type MessageRowWithSender = Omit<MessageRow, 'sender_id' | 'idempotency_key' | '
   sender: string
   delivered_at: string | null
   read_at: string | null
+  ack_by: string | null
 }
 
 // The part of a message that every recipient sees alike.
 type StoredRow = Pick<MessageRowWithSender, 'seq' | 'sender' | 'recipients' | 'subject' | 'body' | 'data' | 'priority' | 'reply_to' |
-  'thread_id' | 'created_at'>
+  'thread_id' | 'created_at' | 'topic' | 'queue'>
 function toStored (row: StoredRow): StoredMessage {
   return {
     id: row.seq,
     from: row.sender,
     to: row.recipients === null ? [] : JSON.parse(row.recipients) as string[],
-    broadcast: row.recipients === null,
+    broadcast: row.recipients === null && row.topic === null,
+    topic: row.topic,
+    queue: row.queue,
     subject: row.subject,
     body: row.body,
     data: row.data === null ? null : JSON.parse(row.data) as Record<string, unknown>,
@@ -389,12 +464,14 @@ function toStored (row: StoredRow): StoredMessage {
 
 // A message as one reader sees it. Written out rather than spread: a spread copy is a slow object to build and
 // to serialize (it was a quarter of an inbox request's time).
-function withDelivery (m: StoredMessage, deliveredAt: string | null, readAt: string | null, archived: boolean) {
+function withDelivery (m: StoredMessage, deliveredAt: string | null, readAt: string | null, ackBy: string | null, archived: boolean) {
   return {
     id: m.id,
     from: m.from,
     to: m.to,
     broadcast: m.broadcast,
+    topic: m.topic,
+    queue: m.queue,
     subject: m.subject,
     body: m.body,
     data: m.data,
@@ -404,12 +481,13 @@ function withDelivery (m: StoredMessage, deliveredAt: string | null, readAt: str
     created_at: m.created_at,
     delivered_at: deliveredAt,
     read_at: readAt,
+    ack_by: ackBy,
     archived
   }
 }
 
 export function toMessage (row: MessageRowWithSender) {
-  return withDelivery(toStored(row), row.delivered_at, row.read_at, row.archived === 1)
+  return withDelivery(toStored(row), row.delivered_at, row.read_at, row.ack_by, row.archived === 1)
 }
 export type MessageView = ReturnType<typeof toMessage>
 
@@ -451,8 +529,8 @@ export interface InboxQuery {
 }
 
 // What a reader needs of its own delivery beside the message.
-interface DeliveryRef { message_seq: number, delivered_at: string | null, read_at: string | null }
-const deliveryColumns = ['d.message_seq', 'd.delivered_at', 'd.read_at'] as const
+interface DeliveryRef { message_seq: number, delivered_at: string | null, read_at: string | null, ack_by: string | null }
+const deliveryColumns = ['d.message_seq', 'd.delivered_at', 'd.read_at', 'd.ack_by'] as const
 
 // A page of the caller's live inbox in inbox order: urgent, then high, then normal; oldest first within each. Every
 // option is always bound (absent ones to values that let every row through), so each of the two queries has one
@@ -495,7 +573,7 @@ export async function listUnreadAfter (db: Db, cache: MessageCache, agentId: num
 // compiled statements serve every page size.
 const messagesIn = (store: Store) => prepared((db, seqs: number[]) => db.selectFrom(`${store.messages} as m`)
   .innerJoin('agents as s', 's.id', 'm.sender_id')
-  .select(['m.seq', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id', 'm.created_at', 's.name as sender'])
+  .select(['m.seq', 'm.recipients', 'm.subject', 'm.body', 'm.data', 'm.priority', 'm.reply_to', 'm.thread_id', 'm.created_at', 'm.topic', 'm.queue', 's.name as sender'])
   .where('m.seq', 'in', seqs))
 const messageReads = STORES.map(messagesIn)
 
@@ -522,8 +600,13 @@ async function withMessages (db: Db, cache: MessageCache, refs: DeliveryRef[]): 
   return refs.map((ref) => {
     const message = found.get(ref.message_seq)
     if (message === undefined) throw new Error(`message ${ref.message_seq} has a delivery but is stored nowhere`)
-    return withDelivery(message, ref.delivered_at, ref.read_at, false)
+    return withDelivery(message, ref.delivered_at, ref.read_at, ref.ack_by, false)
   })
+}
+
+// Messages by id as the agent that was handed them now sees them (a queue claim): delivered, not read.
+export async function messagesByIds (db: Db, cache: MessageCache, seqs: number[], deliveredAt: string): Promise<MessageView[]> {
+  return withMessages(db, cache, seqs.map((seq) => ({ message_seq: seq, delivered_at: deliveredAt, read_at: null, ack_by: null })))
 }
 
 // Records, in a group commit, which messages of a page the agent received for the first time (by its stream or an
@@ -585,17 +668,22 @@ export async function ackMessages (trx: Transaction<Database>, agentId: number, 
   }
 }
 
+export interface Receipt { agent: string, delivered_at: string | null, read_at: string | null, ack_by: string | null, overdue: boolean }
+
 export async function getMessage (db: Db, agentId: number, seq: number) {
   const found = await findVisible(db, agentId, seq)
   if (!found) return undefined
   const { row, store } = found
-  const message: MessageView & { receipts?: Array<{ agent: string, delivered_at: string | null, read_at: string | null }> } = toMessage(row)
+  const message: MessageView & { receipts?: Receipt[] } = toMessage(row)
   if (row.sender_id === agentId) {
-    const receipts = await db.selectFrom(`${store.deliveries} as d`).innerJoin('agents as a', 'a.id', 'd.recipient_id')
-      .select(['a.name as agent', 'd.delivered_at', 'd.read_at']).where('d.message_seq', '=', seq).execute()
+    const receipts = (await db.selectFrom(`${store.deliveries} as d`).innerJoin('agents as a', 'a.id', 'd.recipient_id')
+      .select(['a.name as agent', 'd.delivered_at', 'd.read_at', 'd.ack_by', 'd.overdue_at']).where('d.message_seq', '=', seq).execute())
+      .map(({ overdue_at: overdueAt, ...receipt }) => ({ ...receipt, overdue: overdueAt !== null }))
     // A broadcast's recipients that have not read since it was sent have no row yet: neither delivered nor read.
     if (row.recipients === null && store === LIVE) {
-      for (const agent of await broadcastPending(db, seq, agentId)) receipts.push({ agent, delivered_at: null, read_at: null })
+      for (const agent of await broadcastPending(db, seq, agentId, row.topic)) {
+        receipts.push({ agent, delivered_at: null, read_at: null, ack_by: null, overdue: false })
+      }
     }
     message.receipts = receipts.sort((a, b) => a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0)
   }
@@ -613,6 +701,7 @@ export interface HistoryQuery {
   until?: string
   withAgentId?: number
   thread?: number
+  topic?: string
   limit: number
   afterSeq?: number
   // Only messages up to this seq (the reader's horizon).
@@ -635,6 +724,7 @@ export async function listHistory (db: Db, agentId: number, q: HistoryQuery): Pr
     if (q.since !== undefined) built = built.where('m.created_at', '>=', q.since)
     if (q.until !== undefined) built = built.where('m.created_at', '<', q.until)
     if (q.thread !== undefined) built = built.where('m.thread_id', '=', q.thread)
+    if (q.topic !== undefined) built = built.where('m.topic', '=', q.topic)
     const other = q.withAgentId
     if (other !== undefined) {
       // A conversation with one other agent: what I sent them, or what they sent me.
@@ -662,7 +752,10 @@ export async function archiveBatch (storage: Storage, cutoff: string, batch: num
         .select('d.message_seq').whereRef('d.message_seq', '=', 'm.seq').where('d.read_at', 'is', null).where('a.deleted_at', 'is', null))))
       // A broadcast also waits for the registered agents that have not caught up with it.
       .where((eb) => eb.or([eb('m.recipients', 'is not', null),
-        eb.not(eb.exists(pendingAgents(trx, eb.ref('m.seq'), eb.ref('m.sender_id')).select('a.id')))]))
+        eb.not(eb.exists(pendingAgents(trx, eb.ref('m.seq'), eb.ref('m.sender_id'), eb.ref('m.topic')).select('a.id')))]))
+      // A queue message waits for its ack (or stays as a dead letter until requeued and acked).
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('queue_entries as q').select('q.message_seq')
+        .whereRef('q.message_seq', '=', 'm.seq').where('q.acked_at', 'is', null))))
       .orderBy('m.seq').limit(batch).execute()
     if (rows.length === 0) return 0
     const seqs = rows.map((r) => r.seq)

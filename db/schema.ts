@@ -37,6 +37,10 @@ export interface MessageTable {
   idempotency_key: string | null
   // SHA-256 of the request that stored it with an idempotency key (db/messages.ts requestHash); null without a key.
   request_hash: string | null
+  // The topic a topic message was published to (stored once, recipients null, as a broadcast); null otherwise.
+  topic: string | null
+  // The work queue a queue message was put on (recipients '[]': it goes to no inbox); null otherwise.
+  queue: string | null
 }
 
 export interface DeliveryTable {
@@ -50,6 +54,50 @@ export interface DeliveryTable {
   webhook_attempts: Generated<number>
   // When the next webhook attempt is due; null when none is pending. Kept in the table so retries survive restarts.
   webhook_next_at: string | null
+  // The ack deadline of a direct message sent with ack_within_s, and when the sweep found it missed.
+  ack_by: string | null
+  overdue_at: string | null
+}
+
+export interface TopicTable {
+  name: string
+  description: string | null
+  created_by: number
+  created_at: string
+}
+
+export interface SubscriptionTable {
+  topic: string
+  agent_id: number
+  // The subscriber gets the topic's messages stored after this seq.
+  since_seq: number
+  subscribed_at: string
+}
+
+export interface QueueTable {
+  name: string
+  description: string | null
+  lease_s: number
+  max_deliveries: number
+  created_by: number
+  created_at: string
+}
+
+// The state of one queue message: available (no holder, available_at passed), leased (a holder whose lease has not
+// expired), acked, or dead.
+export interface QueueEntryTable {
+  message_seq: number
+  queue: string
+  priority: number
+  available_at: string
+  holder_id: number | null
+  lease_expires_at: string | null
+  delivery_count: Generated<number>
+  // Who claimed it last.
+  claimed_by: number | null
+  acked_by: number | null
+  acked_at: string | null
+  dead_at: string | null
 }
 
 export interface Database {
@@ -59,6 +107,10 @@ export interface Database {
   // The archiver moves fully read, old messages here; same shapes, so history reads both with one union.
   archived_messages: MessageTable
   archived_deliveries: DeliveryTable
+  topics: TopicTable
+  subscriptions: SubscriptionTable
+  queues: QueueTable
+  queue_entries: QueueEntryTable
   // Views over live + archived rows, with archived = 1 for the latter.
   all_messages: MessageTable & { archived: 0 | 1 }
   all_deliveries: DeliveryTable & { archived: 0 | 1 }

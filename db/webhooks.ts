@@ -105,3 +105,11 @@ export async function postponeWebhooks (db: Db, recipientId: number, url: string
     .where((eb) => eb.exists(eb.selectFrom('agents').select('id').where('id', '=', recipientId).where('webhook_url', '=', url)))
     .execute()
 }
+
+// An agent's webhook, if it has one.
+export async function webhookOf (db: Db, agentId: number): Promise<{ name: string, url: string, secret: string } | undefined> {
+  const row = await db.selectFrom('agents').select(['name', 'webhook_url', 'webhook_secret'])
+    .where('id', '=', agentId).where('deleted_at', 'is', null).executeTakeFirst()
+  if (row?.webhook_url == null || row.webhook_secret === null) return undefined
+  return { name: row.name, url: row.webhook_url, secret: row.webhook_secret }
+}

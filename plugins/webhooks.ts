@@ -1,7 +1,9 @@
 import { setMaxListeners } from 'node:events'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { claimWebhooks, postponeWebhooks, releaseWebhooks, webhookDelivered, webhookFailed, type DueWebhook } from '../db/webhooks.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Overdue } from '../db/deadlines.js'
+import { claimWebhooks, postponeWebhooks, releaseWebhooks, webhookDelivered, webhookFailed, webhookOf, type DueWebhook } from '../db/webhooks.js'
 import { Breakers } from '../webhooks/breaker.js'
 import { createWebhookPoster } from '../webhooks/post.js'
 import { legacySignature, signWebhook } from '../webhooks/sign.js'
@@ -33,8 +35,14 @@ export function retryDelayMs (baseMs: number, attempt: number, random = Math.ran
 declare module 'fastify' {
   interface FastifyInstance {
     webhookPolicy: TargetPolicy
+    // Tells the senders of these messages, by their webhooks, that a recipient missed its ack deadline.
+    pushOverdue: (overdue: Overdue[]) => void
   }
 }
+
+// An overdue notice is tried this many times, this far apart, by the node that found it; it is not stored for retries
+// as messages are (the sender's GET /messages/{id} shows it for good).
+const OVERDUE_ATTEMPTS = 3
 
 // At most this many webhook requests in flight; the rest wait in the database.
 const CONCURRENCY = 32
@@ -47,7 +55,10 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
   const log = app.log.child({ plugin: 'webhooks' })
   const policy = createTargetPolicy({ allow, allowPrivate })
   app.decorate('webhookPolicy', policy)
-  if (pollMs <= 0) return
+  if (pollMs <= 0) {
+    app.decorate('pushOverdue', () => {})
+    return
+  }
 
   const poster = createWebhookPoster({ policy, timeoutMs })
   // How long a claimed attempt is this node's alone: longer than an attempt can take, so that only a node that died
@@ -76,7 +87,8 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
           ...signWebhook(due.secret, id, timestamp, body),
           // Deprecated, for receivers written before the standard headers.
           'x-bus-signature': legacySignature(due.secret, timestamp, body),
-          'x-bus-message-id': id
+          'x-bus-message-id': id,
+          'x-bus-event': 'message'
         }, closing.signal)
         if (status >= 200 && status < 300) {
           await webhookDelivered(db, due.message.id, due.recipientId, new Date().toISOString())
@@ -106,6 +118,38 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       log.warn({ agent: due.recipient, host: hostOf(due.url), failures: breakerFailures, coolDownMs: until - now }, 'webhook circuit opened: no attempts until it cools down')
     }
   }
+
+  // `overdue` notices: signed as messages are, with their own id, and X-Bus-Event: overdue.
+  async function pushOverdue (overdue: Overdue): Promise<void> {
+    const target = await webhookOf(db, overdue.senderId)
+    if (target === undefined) return
+    const body = JSON.stringify({ event: 'overdue', message_id: overdue.seq, agent: overdue.agent, ack_by: overdue.ackBy })
+    const id = `overdue-${overdue.seq}-${overdue.agent}`
+    let failure: string | undefined
+    for (let attempt = 1; attempt <= OVERDUE_ATTEMPTS && !closing.signal.aborted; attempt++) {
+      failure = policy.refuseUrl(target.url)
+      if (failure !== undefined) break
+      try {
+        const timestamp = Math.floor(Date.now() / 1000)
+        const status = await poster.post(target.url, body, {
+          'content-type': 'application/json', 'x-bus-event': 'overdue', ...signWebhook(target.secret, id, timestamp, body)
+        }, closing.signal)
+        if (status >= 200 && status < 300) return
+        failure = `status ${status}`
+      } catch (err) {
+        failure = (err as Error).message
+      }
+      await sleep(retryDelayMs(retryBaseMs, attempt), undefined, { signal: closing.signal }).catch(() => {})
+    }
+    log.warn({ message: overdue.seq, agent: target.name, host: hostOf(target.url), failure }, 'overdue webhook not delivered')
+  }
+  const notices = new Set<Promise<void>>()
+  app.decorate('pushOverdue', (overdue: Overdue[]) => {
+    for (const o of overdue) {
+      const notice = pushOverdue(o).catch((err: unknown) => { log.error({ err }, 'overdue webhook failed') }).finally(() => notices.delete(notice))
+      notices.add(notice)
+    }
+  })
 
   function start (due: DueWebhook, key: string, limit: number): void {
     const slot = slots.get(due.recipientId) ?? { count: 0, limit }
@@ -181,7 +225,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
     unsubscribe?.()
     closing.abort()
     await running
-    await Promise.all(inFlight.values())
+    await Promise.all([...inFlight.values(), ...notices])
     await poster.close()
   })
 }

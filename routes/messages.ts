@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { agentOf } from '../plugins/auth.js'
+import { untilGone } from './wait.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
 import {
   AckBody, AckResult, HistoryQuery, InboxQuery, Message, MessageCreate, MessagePage, MessageParams, MessageSent, Thread
@@ -9,18 +9,6 @@ import {
 
 const security = [{ bearer: [] }]
 const tags = ['messages']
-
-// Runs a read that may wait, with a signal that aborts when the client goes away.
-async function untilGone<T> (reply: FastifyReply, read: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const gone = new AbortController()
-  const onClose = (): void => gone.abort()
-  reply.raw.once('close', onClose)
-  try {
-    return await read(gone.signal)
-  } finally {
-    reply.raw.off('close', onClose)
-  }
-}
 
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const { bus } = app
@@ -31,7 +19,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'sendMessage',
       tags,
       summary: 'Send a direct or broadcast message',
-      description: 'The sender is the token\'s agent. Omit `to` to broadcast to every other agent. ' +
+      description: 'The sender is the token\'s agent. Give `to` for a direct message, `topic` to publish to a topic\'s subscribers, ' +
+        '`queue` to put it on a work queue, or none of them to broadcast to every other agent. ' +
         'An Idempotency-Key header makes a retry safe: the same key with the same request answers the first message again ' +
         '(with `Idempotent-Replayed: true`) instead of storing a duplicate; the same key with a different request is a 422. ' +
         'A key is remembered while its message is live, at least BUS_ARCHIVE_AFTER_S (7 days by default).',
@@ -46,7 +35,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
           headers: { 'idempotent-replayed': { type: 'string', enum: ['true'], description: 'Present when this answers a repeated Idempotency-Key: nothing new was stored.' } }
         },
         ...authErrors,
-        404: errorResponse('A recipient or the reply_to message does not exist; nothing was stored.'),
+        404: errorResponse('A recipient, the topic, the queue or the reply_to message does not exist; nothing was stored.'),
         413: errorResponse('Body, subject and data together are larger than BUS_MAX_MESSAGE_BYTES; nothing was stored.'),
         422: errorResponse('The Idempotency-Key was used before for a different request; nothing was stored.')
       }

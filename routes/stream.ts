@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { agentOf } from '../plugins/auth.js'
 import { authErrors, errorResponse, ref } from '../schemas/common.js'
-import { Message, PresenceEvent, ReceiptEvent } from '../schemas/message.js'
+import { Message, OverdueEvent, PresenceEvent, ReceiptEvent } from '../schemas/message.js'
 
 export interface StreamOptions {
   // A comment line this often keeps proxies from closing an idle stream.
@@ -25,20 +25,21 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
       operationId: 'streamMessages',
       tags: ['messages'],
       summary: 'Server-sent events: the unread backlog, then new messages as they are stored',
-      description: 'A text/event-stream of three kinds of event:\n\n' +
+      description: 'A text/event-stream of four kinds of event:\n\n' +
         '| event | data | id |\n|---|---|---|\n' +
         '| `message` | a Message (inbox item) | yes: resume after it with the `Last-Event-ID` header (or `last_event_id`) |\n' +
         '| `receipt` | a ReceiptEvent, with `receipts=true`: a recipient read a message the caller sent | no |\n' +
+        '| `overdue` | an OverdueEvent, with `receipts=true`: a recipient missed the ack deadline (`ack_within_s`) of a message the caller sent | no |\n' +
         '| `presence` | a PresenceEvent, with `presence=true`: another agent came online or went offline | no |\n\n' +
         'The stream sends the unread backlog first (inbox order), then each new message the moment it is stored; messages ' +
-        'acknowledged meanwhile are skipped. `receipt` and `presence` events are signals of the moment and are not replayed ' +
+        'acknowledged meanwhile are skipped. `receipt`, `overdue` and `presence` events are signals of the moment and are not replayed ' +
         'after a reconnect: catch up with `GET /messages/{id}` (its `receipts`) and `GET /agents`. A comment line every 15 s ' +
         'keeps the connection open; an open stream keeps the agent online.\n\n' +
         'A stream never ends by itself, so a client that waits for the whole answer (Swagger UI\'s "Execute", a generated ' +
         'client without SSE support) waits for ever: give `close_after` to see what arrives within that many seconds.',
       security: [{ bearer: [] }],
       querystring: Type.Object({
-        receipts: Type.Optional(Type.Boolean({ description: 'Also send `receipt` events.' })),
+        receipts: Type.Optional(Type.Boolean({ description: 'Also send `receipt` and `overdue` events.' })),
         presence: Type.Optional(Type.Boolean({ description: 'Also send `presence` events.' })),
         last_event_id: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this event id (instead of the Last-Event-ID header).' })),
         close_after: Type.Optional(Type.Integer({
@@ -48,8 +49,8 @@ const stream: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { keepAlive
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ maxLength: 64 })) }),
       response: {
         200: {
-          description: 'A text/event-stream. Each event\'s `data` is one of Message (`message`), ReceiptEvent (`receipt`) or PresenceEvent (`presence`), as JSON.',
-          content: { 'text/event-stream': { schema: { oneOf: [ref(Message), ref(ReceiptEvent), ref(PresenceEvent)] } } }
+          description: 'A text/event-stream. Each event\'s `data` is one of Message (`message`), ReceiptEvent (`receipt`), OverdueEvent (`overdue`) or PresenceEvent (`presence`), as JSON.',
+          content: { 'text/event-stream': { schema: { oneOf: [ref(Message), ref(ReceiptEvent), ref(OverdueEvent), ref(PresenceEvent)] } } }
         },
         ...authErrors,
         406: errorResponse('The client does not accept text/event-stream.')

@@ -33,6 +33,10 @@ export const AgentName = Type.String({
   $id: 'AgentName', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'An agent name: lower-case letters, digits, dot, underscore, dash; at most 64.'
 })
 
+// Topics and queues are named as agents are (each has its own names).
+export const TopicName = Type.String({ $id: 'TopicName', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'A topic name: lower-case letters, digits, dot, underscore, dash; at most 64.' })
+export const QueueName = Type.String({ $id: 'QueueName', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'A work queue name: lower-case letters, digits, dot, underscore, dash; at most 64.' })
+
 export const Cursor = Type.String({ $id: 'Cursor', minLength: 1, maxLength: 64, description: 'An opaque position to continue a listing from.' })
 
 // An error answer. `retry` adds the Retry-After header that 429 and 503 answers carry.

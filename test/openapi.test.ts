@@ -17,9 +17,11 @@ t.test('the document has named components and no anonymous ones', async (t) => {
   t.notMatch(generated.yaml, /def-\d+/)
   const doc = parse(generated.yaml)
   t.strictSame(Object.keys(doc.components.schemas).sort(), [
-    'AckBody', 'AckResult', 'Agent', 'AgentCreate', 'AgentList', 'AgentName', 'AgentSelf', 'AgentToken', 'AgentUpdate', 'AgentWithToken', 'Cursor', 'ErrorResponse',
-    'Health', 'Heartbeat', 'Message', 'MessageCreate', 'MessagePage', 'MessageSent', 'PresenceEvent', 'Priority', 'Receipt', 'ReceiptEvent',
-    'Stats', 'Thread', 'Timestamp'
+    'AckBody', 'AckResult', 'Agent', 'AgentCreate', 'AgentList', 'AgentName', 'AgentSelf', 'AgentToken', 'AgentUpdate', 'AgentWithToken',
+    'ClaimBody', 'Claimed', 'ClaimedMessage', 'Cursor', 'DeadLetter', 'DeadLetterPage', 'ErrorResponse', 'ExtendBody', 'Extended',
+    'Health', 'Heartbeat', 'LeaseIds', 'Message', 'MessageCreate', 'MessagePage', 'MessageSent', 'OverdueEvent', 'PresenceEvent', 'Priority',
+    'Queue', 'QueueAcked', 'QueueCreate', 'QueueList', 'QueueName', 'QueueStatus', 'Receipt', 'ReceiptEvent', 'ReleaseBody', 'Released',
+    'RequeueBody', 'Requeued', 'Stats', 'Subscription', 'Thread', 'Timestamp', 'Topic', 'TopicCreate', 'TopicList', 'TopicName'
   ])
 })
 
@@ -46,7 +48,7 @@ t.test('every operation has an operationId, a summary, tags, and error answers; 
       if (op.requestBody !== undefined) for (const status of ['413', '415']) t.ok(status in op.responses, `${where} documents ${status}`)
     }
   }
-  t.equal(operations, 16)
+  t.equal(operations, 28)
   t.equal(ids.size, operations, 'operationIds are unique')
 })
 

@@ -4,7 +4,7 @@ import { archiveBatch, listInbox } from '../../db/messages.js'
 import { build, engine, register, send } from '../helper.js'
 
 const message = (id: number, body = 'hello'): StoredMessage => ({
-  id, from: 'ann', to: ['bob'], broadcast: false, subject: null, body, data: null, priority: 'normal', reply_to: null, thread_id: id, created_at: '2026-01-01T00:00:00.000Z'
+  id, from: 'ann', to: ['bob'], broadcast: false, topic: null, queue: null, subject: null, body, data: null, priority: 'normal', reply_to: null, thread_id: id, created_at: '2026-01-01T00:00:00.000Z'
 })
 
 t.test('the cache keeps the most recently used messages within its byte budget and skips large ones', async (t) => {

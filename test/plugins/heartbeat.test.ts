@@ -29,7 +29,7 @@ t.test('standalone on a bare Fastify: the real timer marks a silent agent offlin
   const app = Fastify()
   await app.register(db, { url: join(t.testdir(), 'bus.db'), sync: 'normal' })
   await app.register(fanout, { maxReadersPerAgent: 8 })
-  await app.register(bus, { maxMessageBytes: 65536, recheckMs: 1000 })
+  await app.register(bus, { maxMessageBytes: 65536, recheckMs: 1000, sweepMs: 0 })
   await app.register(heartbeat, { offlineAfterMs: 50, intervalMs: 20 })
   const presence: unknown[] = []
   app.fanout.subscribe(0, (event) => presence.push(event))

@@ -52,7 +52,7 @@ async function bare (t: Parameters<typeof build>[0], adminOnly: boolean) {
   for (const schema of schemas) app.addSchema(schema)
   await app.register(db, { url: await testDb(t), sync: 'normal' })
   await app.register(fanout, { maxReadersPerAgent: 4 })
-  await app.register(bus, { maxMessageBytes: 65536, recheckMs: 1000 })
+  await app.register(bus, { maxMessageBytes: 65536, recheckMs: 1000, sweepMs: 0 })
   await app.register(auth, { adminToken: ADMIN, seenEveryMs: 1000 })
   await app.register(stats, { adminOnly })
   await app.ready()
