@@ -17,10 +17,10 @@ import type { Cluster } from '../scripts/pg-cluster.mjs'
 import { monotonicMs, rssBytes } from './proc.js'
 
 const quick = process.argv.includes('--quick')
-// --only send|inbox|fanout: one group of workloads (and the ceiling), for working on one of them.
+// --only send|inbox|fanout|work: one group of workloads (and the ceiling), for working on one of them.
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt < 0 ? undefined : process.argv[onlyAt + 1]
-const runs = (group: 'send' | 'inbox' | 'fanout'): boolean => only === undefined || only === group
+const runs = (group: 'send' | 'inbox' | 'fanout' | 'work'): boolean => only === undefined || only === group
 // --engine sqlite|postgresql: one engine's workloads (and the ceiling); both by default.
 const engineAt = process.argv.indexOf('--engine')
 const engine = engineAt < 0 ? undefined : process.argv[engineAt + 1]
@@ -36,6 +36,9 @@ const BODY = 'benchmark message body '.repeat(4)
 const work = mkdtempSync(join(tmpdir(), 'agent-bus-bench-'))
 const hasWrk = spawnSync('wrk', ['--version']).error === undefined
 const json = { 'content-type': 'application/json' }
+// The topic and the work queue of the work group.
+const TOPIC = 'bench'
+const QUEUE = 'bench'
 
 const mb = (bytes: number): number => Math.round(bytes / 1048576)
 
@@ -71,6 +74,8 @@ async function stop ({ child }: Running): Promise<void> {
 }
 
 interface Load { rps: number, p50: number, p99: number, requests: number, errors: number }
+// What each request of a load run does: a direct send, an inbox page, a broadcast, a publish to TOPIC.
+type Kind = 'send' | 'inbox' | 'broadcast' | 'publish'
 
 const inboxPathFor = (limit: number): string => `/inbox?unread=true&limit=${limit}`
 // The value at fraction p of sorted values.
@@ -78,7 +83,7 @@ const percentile = (sorted: number[], p: number): number => sorted[Math.min(sort
 
 // One load run: against several nodes (PostgreSQL), one generator per node at once, the connections split between
 // them; the throughput is their sum, the latencies those of the slowest node.
-async function load (target: string | string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[],
+async function load (target: string | string[], kind: Kind, tokens: string[], names: string[],
   seconds: number, inboxLimit: number): Promise<Load> {
   const bases = Array.isArray(target) ? target : [target]
   if (bases.length === 1) return loadOne(bases[0], kind, tokens, names, seconds, inboxLimit, CONNECTIONS, 2)
@@ -93,7 +98,7 @@ let luaFiles = 0
 
 // One load run from a separate process: wrk when installed (lighter), else autocannon. Each request picks a random
 // sender token and, for sends, a random recipient.
-async function loadOne (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], seconds: number,
+async function loadOne (base: string, kind: Kind, tokens: string[], names: string[], seconds: number,
   inboxLimit: number, connections: number, threads: number): Promise<Load> {
   const inboxPath = inboxPathFor(inboxLimit)
   if (hasWrk) {
@@ -110,6 +115,7 @@ function request()
   local headers = { ["Authorization"] = "Bearer " .. tokens[i], ["Content-Type"] = "application/json" }
   if kind == "inbox" then return wrk.format("GET", "${inboxPath}", headers) end
   if kind == "broadcast" then return wrk.format("POST", "/send", headers, '{"body":"${BODY}"}') end
+  if kind == "publish" then return wrk.format("POST", "/send", headers, '{"topic":"${TOPIC}","body":"${BODY}"}') end
   local j = math.random(#names)
   if j == i then j = (j % #names) + 1 end
   return wrk.format("POST", "/send", headers, '{"to":"' .. names[j] .. '","body":"${BODY}"}')
@@ -130,7 +136,7 @@ end`)
   return autocannonLoad(base, kind, tokens, names, seconds, inboxPath, connections)
 }
 
-async function autocannonLoad (base: string, kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[],
+async function autocannonLoad (base: string, kind: Kind, tokens: string[], names: string[],
   seconds: number, inboxPath: string, connections: number): Promise<Load> {
   let n = 0
   const result = await autocannon({
@@ -141,14 +147,14 @@ async function autocannonLoad (base: string, kind: 'send' | 'inbox' | 'broadcast
         const to = names[(i + 1 + (n++ % (names.length - 1))) % names.length]
         const headers = { authorization: `Bearer ${tokens[i]}`, 'content-type': 'application/json' }
         if (kind === 'inbox') return { ...req, method: 'GET', path: inboxPath, headers }
-        return { ...req, method: 'POST', path: '/send', headers, body: JSON.stringify(kind === 'broadcast' ? { body: BODY } : { to, body: BODY }) }
+        return { ...req, method: 'POST', path: '/send', headers, body: JSON.stringify(kind === 'broadcast' ? { body: BODY } : kind === 'publish' ? { topic: TOPIC, body: BODY } : { to, body: BODY }) }
       }
     }]
   })
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, errors: result.errors + result.non2xx }
 }
 
-async function measure (base: string | string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], pid?: number,
+async function measure (base: string | string[], kind: Kind, tokens: string[], names: string[], pid?: number,
   inboxLimit = 50) {
   await load(base, kind, tokens, names, WARMUP_S, inboxLimit)
   let rssUnderLoad = 0
@@ -379,7 +385,7 @@ async function watchPostgres (url: string): Promise<() => Promise<{ backends: Re
 }
 
 // measure() on PostgreSQL nodes, with the machine's CPU and the database's connections watched during the timed run.
-async function measurePostgres (bases: string[], kind: 'send' | 'inbox' | 'broadcast', tokens: string[], names: string[], url: string,
+async function measurePostgres (bases: string[], kind: Kind, tokens: string[], names: string[], url: string,
   inboxLimit = 50) {
   await load(bases, kind, tokens, names, WARMUP_S, inboxLimit)
   const cpu = cpuBusy()

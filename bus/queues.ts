@@ -1,8 +1,10 @@
+import type { Transaction } from 'kysely'
 import { messagesByIds } from '../db/messages.js'
 import {
-  ackEntries, claimEntries, createQueue, extendEntries, findQueue, listDead, listQueues, releaseEntries, requeueDead, type LeaseOutcome,
-  type LeaseProblem, type QueueRow
+  ackEntries, claimEntries, createQueue, extendEntries, findQueue, LeaseChanged, listDead, listQueues, releaseEntries, requeueDead,
+  type LeaseOutcome, type LeaseProblem, type QueueRow
 } from '../db/queues.js'
+import type { Database } from '../db/schema.js'
 import { LeaseConflict, MessageNotFound, QueueNotFound, QueueTaken, Unauthorized } from '../errors.js'
 import type { QueueCreate } from '../schemas/queue.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
@@ -40,6 +42,16 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
     const queue = await findQueue(db, name)
     if (queue === undefined) throw new QueueNotFound(name)
     return queue
+  }
+
+  // A write on leases; a lease that changed under it (db/queues.ts LeaseChanged) is the client's 409 too.
+  async function onLeases<T> (queue: string, work: (trx: Transaction<Database>) => Promise<LeaseOutcome<T>>): Promise<T> {
+    try {
+      return valueOf(queue, await write(work))
+    } catch (err) {
+      if (err instanceof LeaseChanged) throw new LeaseConflict(err.message)
+      throw err
+    }
   }
 
   function valueOf<T> (queue: string, outcome: LeaseOutcome<T>): T {
@@ -97,14 +109,14 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
     async ackQueue ({ agent }: AgentCaller, name: string, ids: number[]) {
       await queueNamed(name)
       const now = iso(clock())
-      return valueOf(name, await write((trx) => ackEntries(trx, name, agent.id, ids, now)))
+      return onLeases(name, (trx) => ackEntries(trx, name, agent.id, ids, now))
     },
 
     // Gives work back unfinished: available again (after delaySeconds), or dead once it has had its max_deliveries.
     async release ({ agent }: AgentCaller, name: string, ids: number[], delaySeconds = 0) {
       await queueNamed(name)
       const at = clock()
-      const result = valueOf(name, await write((trx) => releaseEntries(trx, name, agent.id, ids, iso(at), iso(at + delaySeconds * 1000))))
+      const result = await onLeases(name, (trx) => releaseEntries(trx, name, agent.id, ids, iso(at), iso(at + delaySeconds * 1000)))
       if (result.released > 0) notifier.publish({ kind: 'queue', queue: name })
       return result
     },
@@ -113,7 +125,7 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
     async extend ({ agent }: AgentCaller, name: string, ids: number[], leaseSeconds: number) {
       await queueNamed(name)
       const at = clock()
-      return valueOf(name, await write((trx) => extendEntries(trx, name, agent.id, ids, iso(at), iso(at + leaseSeconds * 1000))))
+      return onLeases(name, (trx) => extendEntries(trx, name, agent.id, ids, iso(at), iso(at + leaseSeconds * 1000)))
     },
 
     async listDead (_caller: AgentCaller, name: string, { limit = 50, cursor }: { limit?: number, cursor?: string }) {

@@ -16,10 +16,10 @@ export interface SweepResult {
 // ack deadlines that passed are marked overdue, each once. Each part runs on one node of a cluster at a time
 // (exclusively), and events are published after its commit. Run it every second: claims and queue listings see an
 // ended lease at once by themselves (db/queues.ts), so a round only wakes the claims waiting for it.
-export function createSweep ({ db, exclusively, notifier, clock = Date.now }: BusOptions): () => Promise<SweepResult> {
+export function createSweep ({ db, exclusively, notifier, claimRows, clock = Date.now }: BusOptions): () => Promise<SweepResult> {
   return async function sweep (): Promise<SweepResult> {
     const now = new Date(clock()).toISOString()
-    const freed = await leasesEnded(db, now) ? await exclusively('queue-leases', (trx) => expireLeases(trx, now)) ?? [] : []
+    const freed = await leasesEnded(db, now) ? await exclusively('queue-leases', (trx) => expireLeases(trx, claimRows, now)) ?? [] : []
     for (const queue of freed) notifier.publish({ kind: 'queue', queue })
     const overdue = await deadlinesPassed(db, now) ? await exclusively('ack-deadlines', (trx) => markOverdue(trx, now, OVERDUE_BATCH)) ?? [] : []
     for (const { seq, senderId, agent, ackBy } of overdue) notifier.publish({ kind: 'overdue', senderId, messageId: seq, agent, ackBy })

@@ -48,14 +48,21 @@ async function answer<T> (pending: Promise<{ data?: T, error?: unknown, response
 const print = (line: string): void => { process.stdout.write(`${line}\n`) }
 const json = (value: unknown): void => print(JSON.stringify(value))
 
-interface Shown { id: number, from: string, to: string[], priority: string, subject: string | null, body: string, created_at: string, read_at?: string | null, reply_to?: number | null }
+interface Shown {
+  id: number, from: string, to: string[], priority: string, subject: string | null, body: string, created_at: string, read_at?: string | null,
+  reply_to?: number | null, topic?: string | null, queue?: string | null
+}
+
+// Where a message went: its recipients, #topic, queue:name, or * (everyone).
+const destination = (m: Shown): string =>
+  m.topic != null ? `#${m.topic}` : m.queue != null ? `queue:${m.queue}` : m.to.length === 0 ? '*' : m.to.join(',')
 
 // One line per message: id, when, who, priority, subject, body.
 function messageLine (m: Shown): string {
   const when = m.created_at.replace('T', ' ').slice(0, 19)
   const priority = m.priority === 'normal' ? '' : ` [${m.priority}]`
   const reply = m.reply_to != null ? ` ↩${m.reply_to}` : ''
-  return `${String(m.id).padStart(6)}  ${when}  ${m.from} → ${m.to.length === 0 ? '*' : m.to.join(',')}${priority}${reply}  ${m.subject != null ? `${m.subject}: ` : ''}${m.body.replace(/\n/g, ' ')}`
+  return `${String(m.id).padStart(6)}  ${when}  ${m.from} → ${destination(m)}${priority}${reply}  ${m.subject != null ? `${m.subject}: ` : ''}${m.body.replace(/\n/g, ' ')}`
 }
 
 function showMessages (page: { messages: Shown[], next_cursor?: string | null }): void {
@@ -93,14 +100,20 @@ program.command('register <name>')
   })
 
 program.command('send [body]')
-  .description('send a message; the body is the argument, or stdin with "-"; without --to it goes to every agent')
+  .description('send a message; the body is the argument, or stdin with "-"; without --to, --topic or --queue it goes to every agent')
   .option('--to <names>', 'recipients, comma-separated', list)
+  .option('--topic <name>', 'publish to a topic\'s subscribers')
+  .option('--queue <name>', 'put it on a work queue')
+  .option('--ack-within <seconds>', 'recipients must acknowledge it within this many seconds, or it becomes overdue', integer('--ack-within'))
   .option('--subject <text>')
   .addOption(new Option('--priority <level>').choices(['normal', 'high', 'urgent']))
   .option('--reply-to <id>', 'the message this answers', integer('--reply-to'))
   .option('--data <json>', 'structured data, a JSON object')
   .option('--idempotency-key <key>', 'makes a retry safe: the same key stores one message')
-  .action(async (body: string | undefined, o: { to?: string[], subject?: string, priority?: 'normal' | 'high' | 'urgent', replyTo?: number, data?: string, idempotencyKey?: string }) => {
+  .action(async (body: string | undefined, o: {
+    to?: string[], topic?: string, queue?: string, ackWithin?: number, subject?: string, priority?: 'normal' | 'high' | 'urgent', replyTo?: number, data?: string,
+    idempotencyKey?: string
+  }) => {
     if (body === undefined) throw new CommanderError(2, 'agent-bus.argument', 'no body: give it as an argument, or "-" to read stdin')
     // The newline that ends what a pipe or a heredoc sends is not part of the message.
     const text = body === '-' ? readFileSync(0, 'utf8').replace(/\r?\n$/, '') : body
@@ -114,9 +127,10 @@ program.command('send [body]')
     }
     const sent = await answer(api().POST('/send', {
       params: { header: o.idempotencyKey === undefined ? {} : { 'idempotency-key': o.idempotencyKey } },
-      body: { to: o.to, body: text, subject: o.subject, priority: o.priority, reply_to: o.replyTo, data }
+      body: { to: o.to, topic: o.topic, queue: o.queue, ack_within_s: o.ackWithin, body: text, subject: o.subject, priority: o.priority, reply_to: o.replyTo, data }
     }))
-    show(sent, () => print(`sent #${sent.id} to ${sent.broadcast ? 'everyone' : sent.to.join(', ')} (${sent.recipients} recipient${sent.recipients === 1 ? '' : 's'})`))
+    const where = sent.topic !== null ? `topic ${sent.topic}` : sent.queue !== null ? `queue ${sent.queue}` : sent.broadcast ? 'everyone' : sent.to.join(', ')
+    show(sent, () => print(`sent #${sent.id} to ${where}${sent.queue !== null ? '' : ` (${sent.recipients} recipient${sent.recipients === 1 ? '' : 's'})`}`))
   })
 
 program.command('inbox')
@@ -241,10 +255,121 @@ program.command('history')
   .option('--since <time>', 'ISO 8601, inclusive')
   .option('--until <time>', 'ISO 8601, exclusive')
   .option('--with <name>', 'only the conversation with this agent')
+  .option('--topic <name>', 'only messages of this topic')
   .option('--limit <n>', 'at most this many', integer('--limit'))
   .option('--cursor <cursor>', 'the next page')
-  .action(async (o: { since?: string, until?: string, with?: string, limit?: number, cursor?: string }) => {
+  .action(async (o: { since?: string, until?: string, with?: string, topic?: string, limit?: number, cursor?: string }) => {
     showMessages(await answer(api().GET('/history', { params: { query: o } })))
+  })
+
+const topic = program.command('topic').description('topics: publish to every subscriber (send --topic)')
+
+topic.command('create <name>')
+  .description('create a topic (it does not subscribe you)')
+  .option('--description <text>', 'what it is about')
+  .action(async (name: string, o: { description?: string }) => {
+    const created = await answer(api().POST('/topics', { body: { name, description: o.description } }))
+    show(created, () => print(`created topic ${created.name}`))
+  })
+
+topic.command('list')
+  .description('every topic, its subscribers, and whether you are one (●)')
+  .action(async () => {
+    const page = await answer(api().GET('/topics', {}))
+    show(page, () => {
+      for (const t of page.topics) print(`${t.subscribed ? '●' : '○'} ${t.name.padEnd(24)} ${String(t.subscribers).padStart(5)} subscribers  ${t.description ?? ''}`)
+      if (page.topics.length === 0) print('no topics')
+    })
+  })
+
+for (const [action, method] of [['subscribe', 'PUT'], ['unsubscribe', 'DELETE']] as const) {
+  topic.command(`${action} <name>`)
+    .description(action === 'subscribe' ? 'get every message published to the topic from now on' : 'stop getting the topic\'s messages')
+    .action(async (name: string) => {
+      const request = { params: { path: { name } } }
+      const result = await answer(method === 'PUT' ? api().PUT('/topics/{name}/subscription', request) : api().DELETE('/topics/{name}/subscription', request))
+      show(result, () => print(`${result.subscribed ? 'subscribed to' : 'not subscribed to'} ${result.topic}${result.changed ? '' : ' (already)'}`))
+    })
+}
+
+const queue = program.command('queue').description('work queues: each message to one worker, with leases (send --queue)')
+
+queue.command('create <name>')
+  .description('create a work queue')
+  .option('--description <text>', 'what its work is')
+  .option('--lease <seconds>', 'how long a claim holds a message (60)', integer('--lease'))
+  .option('--max-deliveries <n>', 'deliveries without an ack before a message is dead (5)', integer('--max-deliveries'))
+  .action(async (name: string, o: { description?: string, lease?: number, maxDeliveries?: number }) => {
+    const created = await answer(api().POST('/queues', { body: { name, description: o.description, lease_s: o.lease, max_deliveries: o.maxDeliveries } }))
+    show(created, () => print(`created queue ${created.name} (lease ${created.lease_s} s, ${created.max_deliveries} deliveries)`))
+  })
+
+queue.command('list')
+  .description('every work queue with its available, leased and dead messages')
+  .action(async () => {
+    const page = await answer(api().GET('/queues', {}))
+    show(page, () => {
+      for (const q of page.queues) print(`${q.name.padEnd(24)} available ${q.available}  leased ${q.leased}  delayed ${q.delayed}  dead ${q.dead}`)
+      if (page.queues.length === 0) print('no queues')
+    })
+  })
+
+queue.command('claim <name>')
+  .description('lease messages to work on; finish each with "queue ack", or give it back with "queue release"')
+  .option('--limit <n>', 'at most this many (1)', integer('--limit'))
+  .option('--wait <seconds>', 'hold an empty answer until work arrives', integer('--wait'))
+  .option('--lease <seconds>', 'the lease, instead of the queue\'s', integer('--lease'))
+  .action(async (name: string, o: { limit?: number, wait?: number, lease?: number }) => {
+    const claimed = await answer(api().POST('/queues/{name}/claim', { params: { path: { name } }, body: { limit: o.limit, wait_s: o.wait, lease_s: o.lease } }))
+    show(claimed, () => {
+      for (const c of claimed.messages) print(`${messageLine(c.message)}  (delivery ${c.delivery_count}, lease until ${c.lease_expires_at})`)
+      if (claimed.messages.length === 0) print('no work')
+    })
+  })
+
+queue.command('ack <name> <ids...>')
+  .description('finish messages you claimed: they leave the queue')
+  .action(async (name: string, ids: string[]) => {
+    const result = await answer(api().POST('/queues/{name}/ack', { params: { path: { name } }, body: { ids: ids.map(integer('a message id')) } }))
+    show(result, () => print(`acked ${result.acked}${result.already_acked > 0 ? `, ${result.already_acked} already` : ''}`))
+  })
+
+queue.command('release <name> <ids...>')
+  .description('give back messages you claimed, unfinished')
+  .option('--delay <seconds>', 'available again only after this long', integer('--delay'))
+  .action(async (name: string, ids: string[], o: { delay?: number }) => {
+    const result = await answer(api().POST('/queues/{name}/release', { params: { path: { name } }, body: { ids: ids.map(integer('a message id')), delay_s: o.delay } }))
+    show(result, () => print(`released ${result.released}${result.dead > 0 ? `; ${result.dead} had had their deliveries and are dead letters now` : ''}`))
+  })
+
+queue.command('extend <name> <ids...>')
+  .description('keep messages you claimed longer')
+  .requiredOption('--lease <seconds>', 'the leases now end this long from now', integer('--lease'))
+  .action(async (name: string, ids: string[], o: { lease: number }) => {
+    const result = await answer(api().POST('/queues/{name}/extend', { params: { path: { name } }, body: { ids: ids.map(integer('a message id')), lease_s: o.lease } }))
+    show(result, () => print(`extended ${result.extended} until ${result.lease_expires_at}`))
+  })
+
+queue.command('dead <name>')
+  .description('the dead letters of a queue')
+  .option('--limit <n>', 'at most this many', integer('--limit'))
+  .option('--cursor <cursor>', 'the next page')
+  .action(async (name: string, o: { limit?: number, cursor?: string }) => {
+    const page = await answer(api().GET('/queues/{name}/dead', { params: { path: { name }, query: o } }))
+    show(page, () => {
+      for (const d of page.dead) print(`${messageLine(d.message)}  (${d.delivery_count} deliveries, last to ${d.claimed_by ?? '?'}, dead since ${d.dead_at ?? '?'})`)
+      if (page.dead.length === 0) print('no dead letters')
+      if (page.next_cursor !== null) print(`more: --cursor ${page.next_cursor}`)
+    })
+  })
+
+queue.command('requeue <name> [ids...]')
+  .description('put dead letters back in the queue (all of them without ids)')
+  .action(async (name: string, ids: string[]) => {
+    const result = await answer(api().POST('/queues/{name}/dead/requeue', {
+      params: { path: { name } }, body: ids.length === 0 ? {} : { ids: ids.map(integer('a message id')) }
+    }))
+    show(result, () => print(`requeued ${result.requeued.length}${result.not_dead.length > 0 ? `; not dead letters: ${result.not_dead.join(', ')}` : ''}`))
   })
 
 program.command('thread <id>')

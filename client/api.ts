@@ -867,12 +867,12 @@ export interface components {
              * @description How long a claim holds a message, unless the claim says otherwise.
              * @default 60
              */
-            lease_s: number;
+            lease_s?: number;
             /**
              * @description Deliveries (claims) that may end without an ack, by lease expiry or release, before the message becomes a dead letter.
              * @default 5
              */
-            max_deliveries: number;
+            max_deliveries?: number;
         };
         Queue: {
             name: components["schemas"]["QueueName"];
@@ -904,12 +904,12 @@ export interface components {
              * @description At most this many messages.
              * @default 1
              */
-            limit: number;
+            limit?: number;
             /**
              * @description Long-poll: hold an empty answer this many seconds until work arrives.
              * @default 0
              */
-            wait_s: number;
+            wait_s?: number;
             /** @description The lease, instead of the queue's lease_s. */
             lease_s?: number;
         };
@@ -949,7 +949,7 @@ export interface components {
              * @description Available again only after this many seconds.
              * @default 0
              */
-            delay_s: number;
+            delay_s?: number;
         };
         /**
          * @example {

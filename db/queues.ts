@@ -1,4 +1,4 @@
-import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool, type Transaction } from 'kysely'
+import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool, type Transaction, type UpdateObject, type ExpressionBuilder } from 'kysely'
 import type { Database, QueueEntryTable } from './schema.js'
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -44,18 +44,24 @@ export async function listQueues (db: Db, now: string) {
   return rows.map((r) => ({ ...r, available: Number(r.available), delayed: Number(r.delayed), leased: Number(r.leased), dead: Number(r.dead) }))
 }
 
+type ClaimRows = ((table: string) => RawBuilder<unknown>) | undefined
+
 // Ends the leases that have passed, of one queue or of all: the message is available again, or dead once it has had
-// its max_deliveries. Answers the queues that got messages back, to wake their claimers.
-export async function expireLeases (trx: Transaction<Database>, now: string, queue?: string): Promise<string[]> {
-  let update = trx.updateTable('queue_entries')
+// its max_deliveries. Answers the queues that got messages back, to wake their claimers. Rows another transaction
+// holds are skipped (claimRows), not waited for: two claims ending the same leases in different orders would deadlock.
+export async function expireLeases (trx: Transaction<Database>, claimRows: ClaimRows, now: string, queue?: string): Promise<string[]> {
+  let ended = trx.selectFrom('queue_entries').select('message_seq').where('holder_id', 'is not', null).where('lease_expires_at', '<=', now)
+  if (queue !== undefined) ended = ended.where('queue', '=', queue)
+  const seqs = (await (claimRows === undefined ? ended : ended.modifyEnd(claimRows('queue_entries'))).execute()).map((r) => Number(r.message_seq))
+  if (seqs.length === 0) return []
+  const update = trx.updateTable('queue_entries')
     .set((eb) => ({
       holder_id: null,
       lease_expires_at: null,
       dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
         .then(sql<string>`cast(${now} as text)`).else(null).end()
     }))
-    .where('holder_id', 'is not', null).where('lease_expires_at', '<=', now)
-  if (queue !== undefined) update = update.where('queue', '=', queue)
+    .where('message_seq', 'in', seqs).where('holder_id', 'is not', null).where('lease_expires_at', '<=', now)
   const rows = await update.returning(['queue', 'dead_at']).execute()
   return [...new Set(rows.filter((r) => r.dead_at === null).map((r) => r.queue))]
 }
@@ -71,9 +77,9 @@ export interface Lease { seq: number, delivery_count: number, lease_expires_at: 
 // Leases up to `limit` available messages of the queue to the agent, most urgent and then oldest first. On PostgreSQL
 // the rows are locked as they are chosen, skipping those another node's claim holds (claimRows): two claims never
 // take the same message, and neither waits for the other.
-export async function claimEntries (trx: Transaction<Database>, claimRows: ((table: string) => RawBuilder<unknown>) | undefined,
+export async function claimEntries (trx: Transaction<Database>, claimRows: ClaimRows,
   queue: string, agentId: number, limit: number, now: string, leaseUntil: string): Promise<Lease[]> {
-  await expireLeases(trx, now, queue)
+  await expireLeases(trx, claimRows, now, queue)
   const ready = trx.selectFrom('queue_entries').select('message_seq')
     .where('queue', '=', queue).where('holder_id', 'is', null).where('acked_at', 'is', null).where('dead_at', 'is', null)
     .where('available_at', '<=', now)
@@ -137,13 +143,27 @@ async function asHolder<T> (trx: Transaction<Database>, queue: string, agentId: 
   return { ok: true, value: await act(unique.filter((id) => !skip(entries.get(id) as EntryState))) }
 }
 
+// Thrown inside the write (which rolls it back) when a lease changed between reading it and acting on it: it ended, or
+// a concurrent request of the holder acted first. The update is conditional on the lease, so this is seen, never lost.
+export class LeaseChanged extends Error {
+  override name = 'LeaseChanged'
+}
+
+// The caller's running leases among these entries, updated; every one of them must still be.
+async function updateHeld (trx: Transaction<Database>, agentId: number, seqs: number[], now: string,
+  set: UpdateObject<Database, 'queue_entries'> | ((eb: ExpressionBuilder<Database, 'queue_entries'>) => UpdateObject<Database, 'queue_entries'>)): Promise<Array<{ dead_at: string | null }>> {
+  if (seqs.length === 0) return []
+  const rows = await trx.updateTable('queue_entries').set(set)
+    .where('message_seq', 'in', seqs).where('holder_id', '=', agentId).where('lease_expires_at', '>', now)
+    .returning('dead_at').execute()
+  if (rows.length !== seqs.length) throw new LeaseChanged('a lease ended or changed while this request ran')
+  return rows
+}
+
 // Done: the message leaves the queue for good. Acking again what the caller acked already changes nothing.
 export async function ackEntries (trx: Transaction<Database>, queue: string, agentId: number, ids: number[], now: string) {
   return asHolder(trx, queue, agentId, ids, now, (e) => e.acked_by === agentId, async (seqs) => {
-    if (seqs.length > 0) {
-      await trx.updateTable('queue_entries').set({ acked_at: now, acked_by: agentId, holder_id: null, lease_expires_at: null })
-        .where('message_seq', 'in', seqs).execute()
-    }
+    await updateHeld(trx, agentId, seqs, now, { acked_at: now, acked_by: agentId, holder_id: null, lease_expires_at: null })
     return { acked: seqs.length, already_acked: new Set(ids).size - seqs.length }
   })
 }
@@ -151,15 +171,13 @@ export async function ackEntries (trx: Transaction<Database>, queue: string, age
 // Given back unfinished: available again after `availableAt`, or dead once it has had its max_deliveries.
 export async function releaseEntries (trx: Transaction<Database>, queue: string, agentId: number, ids: number[], now: string, availableAt: string) {
   return asHolder(trx, queue, agentId, ids, now, () => false, async (seqs) => {
-    const rows = await trx.updateTable('queue_entries')
-      .set((eb) => ({
-        holder_id: null,
-        lease_expires_at: null,
-        available_at: availableAt,
-        dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
-          .then(sql<string>`cast(${now} as text)`).else(null).end()
-      }))
-      .where('message_seq', 'in', seqs).returning('dead_at').execute()
+    const rows = await updateHeld(trx, agentId, seqs, now, (eb) => ({
+      holder_id: null,
+      lease_expires_at: null,
+      available_at: availableAt,
+      dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
+        .then(sql<string>`cast(${now} as text)`).else(null).end()
+    }))
     const dead = rows.filter((r) => r.dead_at !== null).length
     return { released: rows.length - dead, dead }
   })
@@ -167,7 +185,7 @@ export async function releaseEntries (trx: Transaction<Database>, queue: string,
 
 export async function extendEntries (trx: Transaction<Database>, queue: string, agentId: number, ids: number[], now: string, leaseUntil: string) {
   return asHolder(trx, queue, agentId, ids, now, () => false, async (seqs) => {
-    await trx.updateTable('queue_entries').set({ lease_expires_at: leaseUntil }).where('message_seq', 'in', seqs).execute()
+    await updateHeld(trx, agentId, seqs, now, { lease_expires_at: leaseUntil })
     return { extended: seqs.length, lease_expires_at: leaseUntil }
   })
 }

@@ -32,7 +32,9 @@ const NOT_TOOLS = new Set(['streamMessages', 'getHealth'])
 
 // What a model choosing among tools needs to know first, ahead of the operation's own description.
 const GUIDANCE: Record<string, string> = {
-  send_message: 'Send a message to other agents on the bus: `to` names one agent or several; leave it out to broadcast to every agent. Set reply_to to answer a message.',
+  send_message: 'Send a message to other agents on the bus: `to` names one agent or several; `topic` publishes to a topic\'s subscribers; ' +
+    '`queue` puts a task on a work queue for one worker to claim; leave all three out to broadcast to every agent. Set reply_to to answer a message, ' +
+    'ack_within_s to be told when a recipient has not acknowledged it in time.',
   list_inbox: 'Read your inbox: messages other agents sent you, most urgent first. Use unread=true for what you have not acknowledged yet.',
   wait_for_messages: '',
   ack_messages: 'Acknowledge messages you have processed, by id: they stop counting as unread and their senders get a read receipt.',
@@ -46,7 +48,20 @@ const GUIDANCE: Record<string, string> = {
   register_agent: 'Register a new agent on the bus; answers its token once.',
   update_agent: 'Change your description, capabilities, metadata or webhook.',
   rotate_token: 'Replace your token with a new one: the current token stops working at once.',
-  deregister_agent: 'Remove an agent from the bus for good; its token stops working.'
+  deregister_agent: 'Remove an agent from the bus for good; its token stops working.',
+  create_topic: 'Create a topic that agents can subscribe to and publish on (send_message with `topic`).',
+  list_topics: 'See the topics on the bus, how many agents follow each, and which you follow.',
+  subscribe_topic: 'Follow a topic: from now on every message published to it reaches your inbox.',
+  unsubscribe_topic: 'Stop following a topic.',
+  create_queue: 'Create a work queue: tasks put on it (send_message with `queue`) go to one worker each.',
+  list_queues: 'See the work queues and how many tasks each has waiting, in progress and dead.',
+  claim_queue: 'Take tasks from a work queue to work on: each is yours until its lease_expires_at. When done, call ack_queue; ' +
+    'if you cannot finish, release_queue; if you need longer, extend_queue.',
+  ack_queue: 'Mark tasks you claimed from a work queue as done.',
+  release_queue: 'Give back tasks you claimed but cannot finish, so another worker can take them.',
+  extend_queue: 'Keep tasks you claimed longer: their leases now end lease_s from now.',
+  list_dead_letters: 'See the tasks of a work queue that failed too often (dead letters).',
+  requeue_dead_letters: 'Put dead-letter tasks back on their work queue for another try.'
 }
 
 const snakeCase = (name: string): string => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`).replace(/[^a-z0-9_]/g, '_')
@@ -104,12 +119,13 @@ function inputSchemaOf ({ parameters, body }: Operation): Schema {
 }
 
 // Truthful hints: reads change nothing; an ack or an update gives the same state when repeated; deregistration and
-// rotation remove something for good.
+// rotation remove something for good (an unsubscription does not: subscribing again undoes it).
+const IDEMPOTENT = new Set(['ack_messages', 'heartbeat', 'ack_queue', 'extend_queue'])
 function annotationsOf ({ tool, method }: Operation): ToolAnnotations {
   return {
     readOnlyHint: method === 'GET',
-    destructiveHint: method === 'DELETE' || tool === 'rotate_token',
-    idempotentHint: method === 'GET' || method === 'PUT' || method === 'PATCH' || method === 'DELETE' || tool === 'ack_messages' || tool === 'heartbeat',
+    destructiveHint: (method === 'DELETE' && tool !== 'unsubscribe_topic') || tool === 'rotate_token',
+    idempotentHint: method === 'GET' || method === 'PUT' || method === 'PATCH' || method === 'DELETE' || IDEMPOTENT.has(tool),
     openWorldHint: false
   }
 }
