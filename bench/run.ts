@@ -15,6 +15,7 @@ import { openPostgres } from '../db/dialects/postgres.js'
 import { PRIORITIES, sendMessage } from '../db/messages.js'
 import type { Cluster } from '../scripts/pg-cluster.mjs'
 import { monotonicMs, rssBytes } from './proc.js'
+import { createQueue, drain, fillQueue, paced, subscribeAll } from './work.js'
 
 const quick = process.argv.includes('--quick')
 // --only send|inbox|fanout|work: one group of workloads (and the ceiling), for working on one of them.
@@ -424,6 +425,176 @@ async function seedPostgres (url: string, count: number): Promise<void> {
   }
 }
 
+// ---- Topics and work queues (--only work) -------------------------------------------------------------------------
+
+// Messages put on the queue before the consumers start, and the consumers that drain it.
+const QUEUE_FILL = quick ? 5_000 : 20_000
+const CONSUMERS = 8
+
+// One engine's bus for the work group: a fresh database and one server (one node on PostgreSQL).
+interface WorkBus {
+  base: string
+  // measure() on SQLite, measurePostgres() on PostgreSQL, with the table's words for what the latter watched.
+  measure: (kind: Kind, tokens: string[], names: string[]) => Promise<Load & { notes: string }>
+  // A run of the bench's own clients, with the same words (PostgreSQL: CPU, connections, deadlocks).
+  around: <T>(run: () => Promise<T>) => Promise<T & { notes: string }>
+  // Stored messages matching a condition.
+  count: (where: string) => Promise<number>
+  stop: () => Promise<void>
+}
+
+interface WorkEngine {
+  // A row's label on this engine, and the words for the engine in a target's row.
+  label: (what: string) => string
+  target: string
+  fresh: (name: string) => Promise<WorkBus>
+  // The rows to compare with, when this run measured them (the fanout and send groups); measured here when not.
+  broadcast?: { rps: number, catchUp?: { copiesPerS: number } }
+  send?: { rps: number }
+  sendRow: string
+}
+
+// The first inbox read of agents that missed every broadcast or publish of a run: the copies made at read.
+async function firstReads (base: string, tokens: string[], stored: number) {
+  const waits: number[] = []
+  for (const token of tokens) {
+    const began = performance.now()
+    const res = await fetch(`${base}/inbox?limit=1`, { headers: { authorization: `Bearer ${token}` } })
+    if (!res.ok) throw new Error(`inbox after broadcasts: ${res.status}`)
+    await res.arrayBuffer()
+    waits.push(performance.now() - began)
+  }
+  const msPerReader = waits.reduce((a, b) => a + b) / tokens.length
+  return { broadcasts: stored, readers: tokens.length, msPerReader, copiesPerS: stored / (msPerReader / 1000) }
+}
+
+// 7. Topics and work queues, on one engine: a publish to a topic every one of 1,000 agents subscribes to, beside a
+// broadcast to 1,000 agents (the same 100 senders and connections: the issue's target is that a topic publishes at
+// least as fast); then a queue filled with QUEUE_FILL messages and drained by CONSUMERS agents, each claiming up to
+// 10 (waiting up to 1 s) and acking them, beside a direct send; then enqueueing and draining at once, at half the
+// drain rate, for the latency of a queue that keeps up.
+async function workGroup (e: WorkEngine): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {}
+  const latency = (l: Load): string => `p50 ${fmt(l.p50, 2)} ms, p99 ${fmt(l.p99, 2)} ms, errors ${l.errors}`
+
+  let broadcast = e.broadcast
+  let broadcastFrom = 'the broadcast row'
+  if (broadcast === undefined) {
+    const bus = await e.fresh('broadcast')
+    const { tokens, names } = await registerAgents(bus.base, 1000)
+    const m = await bus.measure('broadcast', tokens.slice(0, 100), names)
+    const catchUp = await firstReads(bus.base, tokens.slice(100, 100 + READERS), await bus.count('recipients is null'))
+    await bus.stop()
+    broadcast = { ...m, catchUp }
+    broadcastFrom = 'the broadcast measured here'
+    out.broadcast = broadcast
+    rows.push([e.label('work baseline: broadcast to 1,000 agents (fanout group not run)'), `${fmt(m.rps)} broadcasts/s`,
+      `${latency(m)}; first read after ${fmt(catchUp.broadcasts)} broadcasts: ${fmt(catchUp.msPerReader)} ms${m.notes}`])
+  }
+
+  {
+    // Every agent subscribes, the senders too, so that each publish has 999 recipients as a broadcast has.
+    const bus = await e.fresh('topic')
+    const { tokens, names } = await registerAgents(bus.base, 1000)
+    await subscribeAll(bus.base, tokens, TOPIC)
+    const publish = await bus.measure('publish', tokens.slice(0, 100), names)
+    const catchUp = await firstReads(bus.base, tokens.slice(100, 100 + READERS), await bus.count(`topic = '${TOPIC}'`))
+    await bus.stop()
+    const r = publish.rps / broadcast.rps
+    out.publish = { ...publish, deliveriesPerS: publish.rps * 999, ofBroadcast: r, catchUp, broadcastFrom }
+    out.target = { value: r, target: 1, met: r >= 1, against: broadcastFrom }
+    rows.push([e.label('topic publish, 1,000 subscribers'), `${fmt(publish.rps)} publishes/s (${ratio(publish.rps, broadcast.rps)} of broadcast to 1,000 agents)`,
+      `${fmt(publish.rps * 999)} deliveries/s made available, ${latency(publish)}${publish.notes}`])
+    rows.push([e.label(`topic copies made at read (${READERS} subscribers)`), `${fmt(catchUp.copiesPerS)} copies/s` +
+      (broadcast.catchUp === undefined ? '' : ` (${ratio(catchUp.copiesPerS, broadcast.catchUp.copiesPerS)} of broadcast's)`),
+      `first read after ${fmt(catchUp.broadcasts)} publishes: ${fmt(catchUp.msPerReader)} ms`])
+    rows.push([`target: ${e.target}topic publish (1,000 subscribers) ≥ broadcast to 1,000 agents`, `${ratio(publish.rps, broadcast.rps)}: ${r >= 1 ? 'met' : 'missed'}`,
+      `against ${broadcastFrom}`])
+  }
+
+  let send = e.send
+  let sendFrom = e.sendRow
+  if (send === undefined) {
+    const bus = await e.fresh('send')
+    const { tokens, names } = await registerAgents(bus.base, 100)
+    const m = await bus.measure('send', tokens, names)
+    await bus.stop()
+    send = m
+    sendFrom = 'the send measured here'
+    out.send = m
+    rows.push([e.label('work baseline: send (send group not run)'), `${fmt(m.rps)} req/s`, `${latency(m)}${m.notes}`])
+  }
+
+  {
+    // 100 agents, as for sends: the first CONSUMERS consume, all of them send.
+    const bus = await e.fresh('queue')
+    const { tokens } = await registerAgents(bus.base, 100)
+    const consumers = tokens.slice(0, CONSUMERS)
+    await createQueue(bus.base, tokens[0], QUEUE)
+    const fill = await bus.around(() => fillQueue(bus.base, tokens, QUEUE, QUEUE_FILL, BODY, CONNECTIONS))
+    const drained = await bus.around(() => drain(bus.base, consumers, QUEUE, QUEUE_FILL, 300))
+    const rate = Math.max(1, Math.round(drained.messagesPerS / 2))
+    const both = await bus.around(() => paced(bus.base, tokens.slice(CONSUMERS), consumers, QUEUE, rate, DURATION_S, BODY))
+    await bus.stop()
+    const ofSend = drained.messagesPerS / send.rps
+    out.queue = { fill, drain: { ...drained, ofSend, sendFrom }, paced: both }
+    rows.push([e.label(`queue fill: ${fmt(QUEUE_FILL)} messages, ${CONNECTIONS} sends at a time from the bench process`), `${fmt(fill.perS)} messages/s`,
+      `errors ${fill.errors}${fill.notes}`])
+    rows.push([e.label(`queue drain: ${CONSUMERS} consumers, claim 10 (wait_s 1) + ack, ${fmt(QUEUE_FILL)} prefilled`),
+      `${fmt(drained.messagesPerS)} messages/s (${ratio(drained.messagesPerS, send.rps)} of ${sendFrom})`,
+      `${fmt(drained.claimsPerS)} claims/s, ${fmt(drained.acksPerS)} acks/s, ${fmt(drained.perClaim, 1)} per claim; created_at → ack ` +
+      `p50 ${fmt(drained.latency.p50)} ms, p99 ${fmt(drained.latency.p99)} ms (the wait in the backlog); ${drained.missing} not drained, errors ${drained.errors}${drained.notes}`])
+    rows.push([e.label('queue, enqueue and drain at once at half that rate'), `${fmt(both.rate)} messages/s, open loop`,
+      `created_at → ack p50 ${fmt(both.latency.p50, 1)} ms, p99 ${fmt(both.latency.p99, 1)} ms; ${fmt(both.sent)} sent, ${both.lost} not acked, ` +
+      `${fmt(both.perClaim, 1)} per claim, errors ${both.sendErrors + both.errors}${both.notes}`])
+  }
+  return out
+}
+
+// The work group's bus on SQLite: a database file in the bench's folder, the default settings (BUS_SYNC=full).
+async function sqliteWorkBus (name: string): Promise<WorkBus> {
+  const db = join(work, `work-${name}.db`)
+  const bus = await start('dist/server.js', { BUS_DB: db })
+  return {
+    base: bus.base,
+    measure: async (kind, tokens, names) => ({ ...await measure(bus.base, kind, tokens, names, bus.child.pid), notes: '' }),
+    around: async (run) => ({ ...await run(), notes: '' }),
+    count: async (where) => {
+      const reader = new SQLite(db, { readonly: true })
+      try {
+        return (reader.prepare(`select count(*) n from messages where ${where}`).get() as { n: number }).n
+      } finally {
+        reader.close()
+      }
+    },
+    stop: () => stop(bus)
+  }
+}
+
+// The work group's bus on PostgreSQL: a database of the cluster, one node.
+async function postgresWorkBus (admin: string, createDatabase: (admin: string, name: string) => Promise<string>, name: string): Promise<WorkBus> {
+  const url = await createDatabase(admin, `work_${name}`)
+  const nodes = await startNodes(1, url)
+  const base = nodes[0].base
+  return {
+    base,
+    measure: async (kind, tokens, names) => {
+      const m = await measurePostgres([base], kind, tokens, names, url)
+      return { ...m, notes: watched(m) }
+    },
+    around: async (run) => {
+      const cpu = cpuBusy()
+      const stopWatching = await watchPostgres(url)
+      const value = await run()
+      const cpuBusyShare = cpu()
+      const seen = { cpuBusy: cpuBusyShare, ...await stopWatching() }
+      return { ...value, ...seen, notes: watched(seen) }
+    },
+    count: async (where) => (await pgQuery<{ n: number }>(url, `select count(*)::int as n from messages where ${where}`))[0].n,
+    stop: () => stopAll(nodes)
+  }
+}
+
 const results: Record<string, unknown> = {}
 let cluster: Cluster | undefined
 let postgresServer: { version: string, fsync: string, synchronous_commit: string } | undefined
@@ -525,8 +696,20 @@ try {
     rows.push([`broadcast copies made at read (${READERS} agents)`, `${fmt(catchUp.copiesPerS)} copies/s`,
       `first read after ${fmt(stored)} broadcasts: ${fmt(catchUp.msPerReader)} ms`])
   }
+  // 7. Topics and work queues (workGroup), against the send and broadcast rows above when they ran; 6. is PostgreSQL.
+  if (runs('work') && onEngine('sqlite')) {
+    results.work = await workGroup({
+      label: (what) => what,
+      target: '',
+      fresh: sqliteWorkBus,
+      broadcast: results.broadcast as { rps: number, catchUp: { copiesPerS: number } } | undefined,
+      send: results.send_full as Load | undefined,
+      sendRow: 'send, BUS_SYNC=full'
+    })
+  }
+
   // 6. PostgreSQL (fsync and synchronous_commit on, as a real server): nodes on one database, 1 to 3 of them.
-  if (onEngine('postgresql') && (only === undefined || ['send', 'inbox', 'fanout'].includes(only))) {
+  if (onEngine('postgresql') && (only === undefined || ['send', 'inbox', 'fanout', 'work'].includes(only))) {
     const { startCluster, createDatabase, findPostgresBinDir } = await loadPgCluster()
     if (findPostgresBinDir() === undefined) {
       process.stdout.write('PostgreSQL: skipped, no server binaries found (install the postgresql package)\n')
@@ -660,6 +843,18 @@ try {
         }
         pgResults.push = pushed
         pgResults.broadcast = broadcasts
+      }
+
+      if (runs('work')) {
+        // 7. on one node, against the 1-node send and broadcast rows above when they ran.
+        pgResults.work = await workGroup({
+          label: (what) => `PostgreSQL ${what}, 1 node`,
+          target: 'PostgreSQL 1-node ',
+          fresh: (name) => postgresWorkBus(admin, createDatabase, name),
+          broadcast: (pgResults.broadcast as Record<number, { rps: number, catchUp: { copiesPerS: number } }> | undefined)?.[1],
+          send: (pgResults.send as Record<number, Load> | undefined)?.[1],
+          sendRow: 'PostgreSQL send, 1 node'
+        })
       }
 
       // The targets, met or not.

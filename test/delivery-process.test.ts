@@ -7,6 +7,10 @@ import { rssBytes, startServer } from './process.js'
 import { openStream } from './sse.js'
 import { receiver, verify } from './webhook-receiver.js'
 
+// Real server processes and a reader stalled on purpose: on a busy machine the file takes longer than the suite's
+// default 120 s.
+t.setTimeout(600_000)
+
 const json = { 'content-type': 'application/json' }
 async function registerOver (base: string, body: Record<string, unknown>) {
   const res = await fetch(`${base}/agents`, { method: 'POST', headers: json, body: JSON.stringify(body) })
