@@ -1,7 +1,7 @@
 import type { Transaction } from 'kysely'
 import { messagesByIds } from '../db/messages.js'
 import {
-  ackEntries, claimEntries, createQueue, extendEntries, findQueue, LeaseChanged, listDead, listQueues, releaseEntries, requeueDead,
+  ackEntries, claimable, claimEntries, createQueue, expireLeases, extendEntries, findQueue, LeaseChanged, listDead, listQueues, releaseEntries, requeueDead,
   type LeaseOutcome, type LeaseProblem, type QueueRow
 } from '../db/queues.js'
 import type { Database } from '../db/schema.js'
@@ -94,7 +94,8 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
             if (watch.closed) break
             // No work for a token that stopped working while it waited (a revocation event may have been lost).
             if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
-            else leases = await attempt()
+            // A read first: a claim that looks again every second writes only when there is something to take.
+            else if (await claimable(db, name, iso(clock()))) leases = await attempt()
           }
         } finally {
           watch.close()
@@ -130,7 +131,7 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
 
     async listDead (_caller: AgentCaller, name: string, { limit = 50, cursor }: { limit?: number, cursor?: string }) {
       await queueNamed(name)
-      const rows = await listDead(db, name, cursor === undefined ? 0 : decodeCursor(cursor, 1)[0], limit)
+      const rows = await listDead(db, name, iso(clock()), cursor === undefined ? 0 : decodeCursor(cursor, 1)[0], limit)
       const messages = await messagesByIds(db, cache, rows.map((r) => Number(r.message_seq)), iso(clock()))
       const dead = rows.map((row, i) => ({
         message: { ...messages[i], delivered_at: null }, delivery_count: Number(row.delivery_count), claimed_by: row.claimed_by, dead_at: row.dead_at
@@ -143,8 +144,12 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
     async requeue (_caller: AgentCaller, name: string, ids?: number[]) {
       await queueNamed(name)
       const now = iso(clock())
-      const requeued = await write((trx) => requeueDead(trx, name, ids === undefined ? undefined : [...new Set(ids)], now))
-      if (requeued.length > 0) notifier.publish({ kind: 'queue', queue: name })
+      const { freed, requeued } = await write(async (trx) => {
+        // Leases that have ended first: a message whose last lease ended is a dead letter now, swept or not.
+        const freed = await expireLeases(trx, claimRows, now, name)
+        return { freed, requeued: await requeueDead(trx, name, ids === undefined ? undefined : [...new Set(ids)], now) }
+      })
+      if (requeued.length > 0 || freed.length > 0) notifier.publish({ kind: 'queue', queue: name })
       const back = new Set(requeued)
       return { requeued: requeued.sort((a, b) => a - b), not_dead: ids === undefined ? [] : [...new Set(ids)].filter((id) => !back.has(id)) }
     }

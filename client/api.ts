@@ -219,7 +219,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every topic, with its subscriber count and whether the caller is subscribed */
+        /**
+         * Every topic, with its subscriber count and whether the caller is subscribed
+         * @description Sorted by name. `subscribers` counts registered agents only.
+         */
         get: operations["listTopics"];
         put?: never;
         /**
@@ -264,7 +267,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every work queue, with how many messages are available, leased and dead */
+        /**
+         * Every work queue, with how many messages are available, leased and dead
+         * @description Sorted by name. The counts are of this moment: a lease that has passed counts as ended (available, or dead once the message has had its max_deliveries).
+         */
         get: operations["listQueues"];
         put?: never;
         /**
@@ -347,7 +353,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Extend leases: they now end lease_s from now */
+        /**
+         * Extend leases: they now end lease_s from now
+         * @description For work that takes longer than its lease. Every id must be leased to the caller, its lease still running; otherwise nothing changes (409).
+         */
         post: operations["extendQueue"];
         delete?: never;
         options?: never;
@@ -362,7 +371,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The dead letters of a queue, oldest first */
+        /**
+         * The dead letters of a queue, oldest first
+         * @description Messages that had max_deliveries deliveries end without an ack. They stay here until requeued.
+         */
         get: operations["listDeadLetters"];
         put?: never;
         post?: never;

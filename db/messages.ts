@@ -141,19 +141,24 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
   } else if (input.to === undefined) {
     // A broadcast, or a topic message, is stored once; each agent's copy is made when it next reads (syncBroadcasts).
     // Recipients with a webhook get theirs now, with the push queued, so a crash cannot lose it.
-    const others = topic === undefined ? registeredOthers(trx, input.senderId) : subscribersOf(trx, topic, input.senderId)
+    const delivery = [integer(seq).as('message_seq'), 'a.id', integer(priority).as('priority'), sql<string>`cast(${input.now} as text)`.as('webhook_next_at')] as const
+    const columns = ['message_seq', 'recipient_id', 'priority', 'webhook_next_at'] as const
     if (topic === undefined) {
+      const others = registeredOthers(trx, input.senderId)
       recipients = Number((await others.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
       recipientIds = null
+      await trx.insertInto('deliveries').columns(columns).expression(others.where('a.webhook_url', 'is not', null).select(delivery)).execute()
     } else {
       // The subscribers by id, so that only their readers are woken.
-      recipientIds = (await others.select('a.id').execute()).map((a) => Number(a.id))
+      const subscribers = await subscribersOf(trx, topic, input.senderId).select(['a.id', 'a.webhook_url']).execute()
+      recipientIds = subscribers.map((a) => Number(a.id))
       recipients = recipientIds.length
+      const hooked = subscribers.filter((a) => a.webhook_url !== null).map((a) => a.id)
+      if (hooked.length > 0) {
+        await trx.insertInto('deliveries').columns(columns)
+          .expression(trx.selectFrom('agents as a').where('a.id', 'in', hooked).select(delivery)).execute()
+      }
     }
-    await trx.insertInto('deliveries').columns(['message_seq', 'recipient_id', 'priority', 'webhook_next_at'])
-      .expression(others.where('a.webhook_url', 'is not', null)
-        .select((eb) => [integer(seq).as('message_seq'), 'a.id', integer(priority).as('priority'), eb.val(input.now).as('webhook_next_at')]))
-      .execute()
     webhooks = recipients > 0
   } else {
     await insertDeliveries(trx, seq, priority, input.now, ackBy(input), direct.map((a) => a.id))
@@ -311,10 +316,11 @@ const integer = (value: number) => sql<number>`cast(${value} as bigint)`
 
 const registeredOthers = (db: Db, agentId: number) =>
   db.selectFrom('agents as a').where('a.deleted_at', 'is', null).where('a.id', '!=', agentId)
-// A topic's registered subscribers but the sender: who gets a message published now.
-const subscribersOf = (db: Db, topic: string, senderId: number) => registeredOthers(db, senderId)
-  .where(({ exists, selectFrom }) => exists(selectFrom('subscriptions as s').select('s.agent_id')
-    .whereRef('s.agent_id', '=', 'a.id').where('s.topic', '=', topic)))
+// A topic's registered subscribers but the sender: who gets a message published now. From the topic's subscriptions
+// (their primary key), so a publish costs what its subscribers cost, whatever the number of agents.
+const subscribersOf = (db: Db, topic: string, senderId: number) => db.selectFrom('subscriptions as s')
+  .innerJoin('agents as a', 'a.id', 's.agent_id')
+  .where('s.topic', '=', topic).where('a.deleted_at', 'is', null).where('a.id', '!=', senderId)
 
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
   const m = await db.selectFrom('messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
@@ -353,19 +359,33 @@ const horizon = prepared((db) => db.selectNoFrom((eb) => [
   ).as('latest'),
   eb.selectFrom('messages').select((s) => s.fn.max('seq').as('seq')).where('recipients', 'is', null).as('broadcast')
 ]))
-// The newest message and the newest broadcast (the backstop behind notifications, bus/backstop.ts).
-export async function latestPositions (db: Kysely<Database>): Promise<{ latest: number, broadcast: number }> {
-  const [{ latest, broadcast }] = await horizon(db)
-  return { latest: Number(latest ?? 0), broadcast: Number(broadcast ?? 0) }
+// The newest message (the backstop behind notifications, bus/backstop.ts).
+export async function latestPosition (db: Kysely<Database>): Promise<number> {
+  const [{ latest }] = await horizon(db)
+  return Number(latest ?? 0)
 }
 
-// The agents that got a direct copy of a message stored after `after`, up to `upTo`, each with the newest such message.
-export async function recipientsBetween (db: Kysely<Database>, after: number, upTo: number): Promise<Map<number, number>> {
-  return new Map((await recipientsIn(db, after, upTo)).map((r) => [Number(r.recipient_id), Number(r.seq)]))
+// Who has messages stored after `after`, up to `upTo` (the backstop): the newest broadcast among them (0 for none),
+// and each agent with its newest direct copy or message of a topic it subscribed to before it was stored.
+export async function recipientsBetween (db: Kysely<Database>, after: number, upTo: number): Promise<{ broadcast: number, agents: Map<number, number> }> {
+  const agents = new Map<number, number>()
+  for (const rows of [await recipientsIn(db, after, upTo), await subscribersIn(db, after, upTo)]) {
+    for (const r of rows) agents.set(Number(r.recipient_id), Math.max(agents.get(Number(r.recipient_id)) ?? 0, Number(r.seq)))
+  }
+  const [{ seq }] = await broadcastIn(db, after, upTo)
+  return { broadcast: Number(seq ?? 0), agents }
 }
 const recipientsIn = prepared((db, after: number, upTo: number) => db.selectFrom('deliveries')
   .select((eb) => ['recipient_id', eb.fn.max('message_seq').as('seq')])
   .where('message_seq', '>', after).where('message_seq', '<=', upTo).groupBy('recipient_id'))
+const subscribersIn = prepared((db, after: number, upTo: number) => db.selectFrom('messages as m')
+  .innerJoin('subscriptions as s', (j) => j.onRef('s.topic', '=', 'm.topic').onRef('s.since_seq', '<', 'm.seq'))
+  .select((eb) => ['s.agent_id as recipient_id', eb.fn.max('m.seq').as('seq')])
+  .where('m.recipients', 'is', null).where('m.topic', 'is not', null).where('m.seq', '>', after).where('m.seq', '<=', upTo)
+  .groupBy('s.agent_id'))
+const broadcastIn = prepared((db, after: number, upTo: number) => db.selectFrom('messages')
+  .select((eb) => eb.fn.max('seq').as('seq'))
+  .where('recipients', 'is', null).where('topic', 'is', null).where('seq', '>', after).where('seq', '<=', upTo))
 
 export async function syncBroadcasts (db: Kysely<Database>, write: Write, agent: { id: number, broadcasts_upto: number }): Promise<number> {
   const [{ latest, broadcast }] = await horizon(db)

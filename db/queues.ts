@@ -58,8 +58,9 @@ export async function expireLeases (trx: Transaction<Database>, claimRows: Claim
     .set((eb) => ({
       holder_id: null,
       lease_expires_at: null,
+      // Dead when its lease ended, as GET /queues and queue_status said before any sweep came (SET reads the old row).
       dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
-        .then(sql<string>`cast(${now} as text)`).else(null).end()
+        .then(eb.ref('lease_expires_at')).else(null).end()
     }))
     .where('message_seq', 'in', seqs).where('holder_id', 'is not', null).where('lease_expires_at', '<=', now)
   const rows = await update.returning(['queue', 'dead_at']).execute()
@@ -70,6 +71,17 @@ export async function expireLeases (trx: Transaction<Database>, claimRows: Claim
 export async function leasesEnded (db: Db, now: string): Promise<boolean> {
   return (await db.selectFrom('queue_entries').select('message_seq')
     .where('holder_id', 'is not', null).where('lease_expires_at', '<=', now).limit(1).executeTakeFirst()) !== undefined
+}
+
+// Whether a claim of the queue would find something now: an available entry, or a lease that has passed. One index
+// probe each, so that claims waiting for work read instead of writing when they wake.
+export async function claimable (db: Db, queue: string, now: string): Promise<boolean> {
+  const ready = await db.selectFrom('queue_entries').select('message_seq')
+    .where('queue', '=', queue).where('holder_id', 'is', null).where('acked_at', 'is', null).where('dead_at', 'is', null)
+    .where('available_at', '<=', now).limit(1).executeTakeFirst()
+  if (ready !== undefined) return true
+  return (await db.selectFrom('queue_entries').select('message_seq')
+    .where('holder_id', 'is not', null).where('lease_expires_at', '<=', now).where('queue', '=', queue).limit(1).executeTakeFirst()) !== undefined
 }
 
 export interface Lease { seq: number, delivery_count: number, lease_expires_at: string }
@@ -190,11 +202,15 @@ export async function extendEntries (trx: Transaction<Database>, queue: string, 
   })
 }
 
-// The dead letters of a queue, oldest first, after a position.
-export async function listDead (db: Db, queue: string, afterSeq: number, limit: number) {
-  return db.selectFrom('queue_entries as e').leftJoin('agents as c', 'c.id', 'e.claimed_by')
-    .select(['e.message_seq', 'e.delivery_count', 'e.dead_at', 'c.name as claimed_by'])
-    .where('e.queue', '=', queue).where('e.acked_at', 'is', null).where('e.dead_at', 'is not', null)
+// The dead letters of a queue, oldest first, after a position: those marked dead, and those whose last lease has
+// ended without anyone ending it yet (as listQueues counts them).
+export async function listDead (db: Db, queue: string, now: string, afterSeq: number, limit: number) {
+  return db.selectFrom('queue_entries as e').innerJoin('queues as q', 'q.name', 'e.queue').leftJoin('agents as c', 'c.id', 'e.claimed_by')
+    .select((eb) => ['e.message_seq', 'e.delivery_count', eb.fn.coalesce('e.dead_at', 'e.lease_expires_at').as('dead_at'), 'c.name as claimed_by'])
+    .where('e.queue', '=', queue).where('e.acked_at', 'is', null)
+    .where((eb) => eb.or([eb('e.dead_at', 'is not', null), eb.and([
+      eb('e.holder_id', 'is not', null), eb('e.lease_expires_at', '<=', now), eb('e.delivery_count', '>=', eb.ref('q.max_deliveries'))
+    ])]))
     .where('e.message_seq', '>', afterSeq).orderBy('e.message_seq').limit(limit).execute()
 }
 

@@ -95,6 +95,8 @@ const docs: FastifyPluginAsync = async (app) => {
       tags: [
         { name: 'agents', description: 'Registration, tokens and presence.' },
         { name: 'messages', description: 'Sending, inboxes, receipts, threads and history.' },
+        { name: 'topics', description: 'Publish/subscribe: a message published to a topic reaches every subscriber.' },
+        { name: 'queues', description: 'Work queues: each message to one consumer at a time, with leases, redelivery and dead letters.' },
         { name: 'system', description: 'Health and statistics.' }
       ]
     },

@@ -44,6 +44,7 @@ const queues: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'listQueues',
       tags,
       summary: 'Every work queue, with how many messages are available, leased and dead',
+      description: 'Sorted by name. The counts are of this moment: a lease that has passed counts as ended (available, or dead once the message has had its max_deliveries).',
       security,
       response: { 200: ref(QueueList, 'The queues, by name.'), ...authErrors }
     }
@@ -105,6 +106,7 @@ const queues: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'extendQueue',
       tags,
       summary: 'Extend leases: they now end lease_s from now',
+      description: 'For work that takes longer than its lease. Every id must be leased to the caller, its lease still running; otherwise nothing changes (409).',
       security,
       params: QueueParams,
       body: ref(ExtendBody),
@@ -118,6 +120,7 @@ const queues: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'listDeadLetters',
       tags,
       summary: 'The dead letters of a queue, oldest first',
+      description: 'Messages that had max_deliveries deliveries end without an ack. They stay here until requeued.',
       security,
       params: QueueParams,
       querystring: DeadQuery,

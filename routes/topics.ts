@@ -33,6 +33,7 @@ const topics: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'listTopics',
       tags,
       summary: 'Every topic, with its subscriber count and whether the caller is subscribed',
+      description: 'Sorted by name. `subscribers` counts registered agents only.',
       security,
       response: { 200: ref(TopicList, 'The topics, by name.'), ...authErrors }
     }

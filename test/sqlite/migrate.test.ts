@@ -12,7 +12,8 @@ t.test('migrations go up, all the way down, and up again on a fresh file', async
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
   t.teardown(() => db.destroy())
   await migrateToLatest(db, migrations)
-  const all = ['agents', 'all_deliveries', 'all_messages', 'archived_deliveries', 'archived_messages', 'counters', 'deliveries', 'messages']
+  const all = ['agents', 'all_deliveries', 'all_messages', 'archived_deliveries', 'archived_messages', 'counters', 'deliveries', 'messages',
+    'queue_entries', 'queues', 'subscriptions', 'topics']
   t.strictSame(await tables(db), all)
   for (let i = 0; i < Object.keys(migrations).length; i++) await migrateDown(db, migrations)
   t.strictSame(await tables(db), [])
@@ -24,6 +25,8 @@ t.test('0004 counts the stats counters from the data already stored, and its dow
   const { db } = openDatabase({ path: join(t.testdir(), 'bus.db'), sync: 'full' })
   t.teardown(() => db.destroy())
   await migrateToLatest(db, migrations)
+  // Down to 0003: 0005, then 0004.
+  await migrateDown(db, migrations)
   await migrateDown(db, migrations)
   const leftovers = sql<{ name: string }>`select name from sqlite_master
     where name in ('counters', 'agents_deregistered_unread', 'agents_registered_online')`
