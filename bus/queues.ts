@@ -79,10 +79,11 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
       const { agent, tokenHash } = me
       const queue = await queueNamed(name)
       const leaseMs = (leaseS ?? queue.lease_s) * 1000
-      const attempt = async () => {
+      // The time is read when the write runs, not when it is queued: a lease starts when its row is taken.
+      const attempt = async () => write((trx) => {
         const at = clock()
-        return write((trx) => claimEntries(trx, claimRows, name, agent.id, limit, iso(at), iso(at + leaseMs)))
-      }
+        return claimEntries(trx, claimRows, name, agent.id, limit, iso(at), iso(at + leaseMs))
+      })
       let leases = await attempt()
       if (leases.length === 0 && waitMs > 0) {
         // Not one of the agent's readers (Readers): a claim that waits must not end the agent's streams.
