@@ -147,9 +147,15 @@ function requestOf (op: Operation, args: Record<string, unknown>) {
   return { method: op.method, path, query, headers, body: op.body === undefined ? undefined : body }
 }
 
-interface Shown { id: number, from: string, to?: string[], priority: string, subject: string | null, body: string, reply_to?: number | null, read_at?: string | null, data?: unknown }
+interface Shown {
+  id: number, from: string, to?: string[], priority: string, subject: string | null, body: string, reply_to?: number | null, read_at?: string | null,
+  data?: unknown, topic?: string | null, queue?: string | null, ack_by?: string | null
+}
+// A queue claim's item, or a dead letter: the message and how it stands in the queue.
+interface Leased { message: Shown, delivery_count: number, lease_expires_at?: string, dead_at?: string | null }
 
-const messageLine = (m: Shown): string => `#${m.id} from ${m.from}${m.priority === 'normal' ? '' : ` [${m.priority}]`}` +
+const messageLine = (m: Shown): string => `#${m.id} from ${m.from}${m.topic != null ? ` (#${m.topic})` : ''}${m.queue != null ? ` (queue ${m.queue})` : ''}` +
+  `${m.priority === 'normal' ? '' : ` [${m.priority}]`}${m.ack_by != null ? ` (ack by ${m.ack_by})` : ''}` +
   `${m.reply_to != null ? ` (reply to #${m.reply_to})` : ''}${m.subject != null ? ` — ${m.subject}` : ''}: ${m.body}` +
   `${m.data != null ? ` ${JSON.stringify(m.data)}` : ''}`
 
@@ -157,6 +163,13 @@ const messageLine = (m: Shown): string => `#${m.id} from ${m.from}${m.priority =
 export function render (result: unknown): string {
   if (result === undefined || result === null) return 'Done.'
   const r = result as Schema
+  const leased = Array.isArray(r.messages) && r.messages.length > 0 && 'message' in (r.messages[0] as object) ? r.messages as Leased[] : undefined
+  if (leased !== undefined || Array.isArray(r.dead)) {
+    const lines = (leased ?? r.dead as Leased[]).map((l) => `${messageLine(l.message)} (delivery ${l.delivery_count}` +
+      `${l.lease_expires_at !== undefined ? `, leased to you until ${l.lease_expires_at}` : `, dead since ${l.dead_at ?? '?'}`})`)
+    const more = r.next_cursor != null ? `\n(more: cursor ${r.next_cursor})` : ''
+    return lines.length === 0 ? 'None.' : `${lines.length} message${lines.length === 1 ? '' : 's'}:\n${lines.join('\n')}${more}`
+  }
   if (Array.isArray(r.messages)) {
     const lines = (r.messages as Shown[]).map(messageLine)
     const more = r.next_cursor != null ? `\n(more: cursor ${r.next_cursor})` : ''
@@ -168,7 +181,8 @@ export function render (result: unknown): string {
       .join('\n') || 'No agents.'
   }
   if (typeof r.id === 'number' && typeof r.recipients === 'number' && Array.isArray(r.to)) {
-    return `Sent message #${r.id} to ${r.broadcast === true ? 'everyone' : (r.to as string[]).join(', ')} (${r.recipients} recipient${r.recipients === 1 ? '' : 's'}).`
+    const where = r.topic != null ? `topic ${r.topic}` : r.queue != null ? `queue ${r.queue}` : r.broadcast === true ? 'everyone' : (r.to as string[]).join(', ')
+    return `Sent message #${r.id} to ${where}${r.queue != null ? '' : ` (${r.recipients} recipient${r.recipients === 1 ? '' : 's'})`}.`
   }
   if (typeof r.id === 'number' && typeof r.body === 'string') return `${messageLine(r as Shown)}\n${JSON.stringify(result, null, 2)}`
   return JSON.stringify(result, null, 2)

@@ -169,3 +169,143 @@ t.test('agent-bus mcp: the same tools over stdio, forwarding to the bus; a subsc
   t.equal(bad.code, 1, 'a token the bus refuses stops the bridge at start')
   t.match(bad.err, /cannot use the bus at .*invalid or revoked token/)
 })
+
+t.test('topics and work queues from the shell: subscribe, publish, claim, lease conflicts, release, dead letters, requeue', async (t) => {
+  const { url } = await bus(t)
+  const alice = { AGENT_BUS_URL: url, AGENT_BUS_TOKEN: await registered(url, 'alice') }
+  const bob = { AGENT_BUS_URL: url, AGENT_BUS_TOKEN: await registered(url, 'bob') }
+  const carol = { AGENT_BUS_URL: url, AGENT_BUS_TOKEN: await registered(url, 'carol') }
+  const ok = (run: Run, what: string): Run => {
+    t.equal(run.code, 0, `${what}: ${run.err}`)
+    return run
+  }
+
+  // Topics: create, subscribe (twice), publish, read, list, unsubscribe.
+  t.match(ok(await cli(['topic', 'create', 'news', '--description', 'what happened'], alice), 'topic create').out, /^created topic news\n/)
+  t.match(JSON.parse(ok(await cli(['topic', 'create', 'digest', '--json'], alice), 'topic create --json').out),
+    { name: 'digest', created_by: 'alice', subscribers: 0, subscribed: false }, 'creating a topic does not subscribe its creator')
+  const taken = await cli(['topic', 'create', 'news'], bob)
+  t.equal(taken.code, 1, 'a topic name is taken once')
+  t.match(taken.err, /^agent-bus: BUS_\w+: /)
+  t.equal(ok(await cli(['topic', 'subscribe', 'news'], bob), 'topic subscribe').out, 'subscribed to news\n')
+  t.equal(ok(await cli(['topic', 'subscribe', 'news'], bob), 'topic subscribe again').out, 'subscribed to news (already)\n')
+  t.strictSame(JSON.parse(ok(await cli(['topic', 'subscribe', 'news', '--json'], bob), 'topic subscribe --json').out), { topic: 'news', subscribed: true, changed: false })
+  const nowhere = await cli(['topic', 'subscribe', 'nowhere'], bob)
+  t.equal(nowhere.code, 1, 'no such topic')
+  t.match(nowhere.err, /nowhere/)
+
+  const published = ok(await cli(['send', '--topic', 'news', '--subject', 'launch', 'we shipped'], alice), 'send --topic')
+  t.match(published.out, /^sent #\d+ to topic news \(1 recipient\)\n/, 'alice is not subscribed: bob is the one recipient')
+  const publishedId = Number(/#(\d+)/.exec(published.out)?.[1])
+  t.match(ok(await cli(['inbox', '--unread'], bob), 'inbox').out, new RegExp(`^\\s*${publishedId}  \\S+ \\S+  alice → #news  launch: we shipped\\n`), 'the line shows #topic')
+  t.match(JSON.parse(ok(await cli(['inbox', '--unread', '--json'], bob), 'inbox --json').out), { messages: [{ id: publishedId, topic: 'news', queue: null, to: [], body: 'we shipped' }] })
+  t.match(ok(await cli(['inbox', '--unread'], carol), 'carol inbox').out, /^no messages\n/, 'not subscribed: not a recipient')
+  t.match(JSON.parse(ok(await cli(['history', '--topic', 'news', '--json'], bob), 'history --topic').out), { messages: [{ id: publishedId, topic: 'news' }] })
+  t.match(JSON.parse(ok(await cli(['history', '--topic', 'digest', '--json'], bob), 'history --topic digest').out), { messages: [] }, 'only that topic')
+
+  const listed = ok(await cli(['topic', 'list'], bob), 'topic list').out
+  t.match(listed, /^○ digest\s+0 subscribers\s*\n/m)
+  t.match(listed, /^● news\s+1 subscribers  what happened\n/m, 'bob is subscribed: ●, and counted')
+  t.match(ok(await cli(['topic', 'list'], alice), 'topic list').out, /^○ news\s+1 subscribers/m, 'alice is not')
+  t.match(JSON.parse(ok(await cli(['--json', 'topic', 'list'], alice), 'topic list --json').out),
+    { topics: [{ name: 'digest', subscribers: 0, subscribed: false }, { name: 'news', subscribers: 1, subscribed: false, description: 'what happened' }] }, 'by name')
+  t.equal(ok(await cli(['topic', 'unsubscribe', 'news'], bob), 'topic unsubscribe').out, 'not subscribed to news\n')
+  t.equal(ok(await cli(['topic', 'unsubscribe', 'news'], bob), 'topic unsubscribe again').out, 'not subscribed to news (already)\n')
+  t.match(JSON.parse(ok(await cli(['topic', 'list', '--json'], bob), 'topic list --json').out), { topics: [{ name: 'digest' }, { name: 'news', subscribers: 0, subscribed: false }] })
+  t.match(ok(await cli(['send', '--topic', 'news', 'anyone?'], alice), 'send --topic').out, /to topic news \(0 recipients\)/, 'no subscribers left')
+
+  // A work queue: one worker at a time, leases, conflicts, extend, release, redelivery, ack.
+  t.equal(ok(await cli(['queue', 'create', 'jobs', '--lease', '60', '--max-deliveries', '3', '--description', 'builds'], alice), 'queue create').out,
+    'created queue jobs (lease 60 s, 3 deliveries)\n')
+  t.match(JSON.parse(ok(await cli(['queue', 'create', 'plain', '--json'], alice), 'queue create --json').out),
+    { name: 'plain', lease_s: 60, max_deliveries: 5, created_by: 'alice', available: 0 }, 'the defaults')
+  const enqueued = ok(await cli(['send', '--queue', 'jobs', '--priority', 'high', 'build #7'], alice), 'send --queue')
+  t.match(enqueued.out, /^sent #\d+ to queue jobs\n$/, 'no recipient count for a queue')
+  const queued = JSON.parse(ok(await cli(['send', '--queue', 'jobs', '--json', 'build #8'], alice), 'send --queue --json').out)
+  t.match(queued, { queue: 'jobs', topic: null, to: [], recipients: 0 })
+  t.match(ok(await cli(['inbox'], bob), 'inbox').out, /^(?![\s\S]*build #)/, 'queue messages go to no inbox')
+  t.match(ok(await cli(['queue', 'list'], carol), 'queue list').out, /^jobs\s+available 2 {2}leased 0 {2}delayed 0 {2}dead 0\n/m)
+
+  const claimed = JSON.parse(ok(await cli(['queue', 'claim', 'jobs', '--json'], bob), 'queue claim --json').out)
+  t.match(claimed, { messages: [{ message: { from: 'alice', queue: 'jobs', body: 'build #7', priority: 'high' }, delivery_count: 1, lease_expires_at: String }] },
+    'the most urgent first, one by default')
+  t.equal(claimed.messages.length, 1)
+  const id = claimed.messages[0].message.id as number
+  t.equal(id, Number(/#(\d+)/.exec(enqueued.out)?.[1]))
+  t.match(JSON.parse(ok(await cli(['queue', 'list', '--json'], carol), 'queue list --json').out),
+    { queues: [{ name: 'jobs', available: 1, leased: 1, dead: 0, lease_s: 60, max_deliveries: 3 }, { name: 'plain', available: 0, leased: 0 }] })
+
+  const stolen = await cli(['queue', 'ack', 'jobs', String(id)], carol)
+  t.equal(stolen.code, 1, 'carol cannot ack what bob holds')
+  t.match(stolen.err, new RegExp(`^agent-bus: BUS_LEASE_CONFLICT: message ${id} is leased to bob until `))
+  t.equal(stolen.out, '')
+  const stolenJson = await cli(['queue', 'release', 'jobs', String(id), '--json'], carol)
+  t.equal(stolenJson.code, 1, 'nor give it back')
+  t.match(stolenJson.err, /BUS_LEASE_CONFLICT/)
+  t.equal(stolenJson.out, '', 'no JSON on stdout for a refusal')
+
+  const extended = ok(await cli(['queue', 'extend', 'jobs', String(id), '--lease', '600'], bob), 'queue extend')
+  const until = /^extended 1 until (\S+)\n$/.exec(extended.out)?.[1] as string
+  t.ok(until, extended.out)
+  t.ok(Date.parse(until) > Date.parse(claimed.messages[0].lease_expires_at), 'the lease now ends later than the claim\'s 60 s')
+  t.match(JSON.parse(ok(await cli(['queue', 'extend', 'jobs', String(id), '--lease', '900', '--json'], bob), 'queue extend --json').out), { extended: 1, lease_expires_at: String })
+  t.equal(ok(await cli(['queue', 'release', 'jobs', String(id)], bob), 'queue release').out, 'released 1\n')
+  const released = await cli(['queue', 'ack', 'jobs', String(id)], bob)
+  t.equal(released.code, 1, 'released is no longer bob\'s')
+  t.match(released.err, /BUS_LEASE_CONFLICT: .*not leased to the caller \(it is available\)/)
+
+  const again = ok(await cli(['queue', 'claim', 'jobs'], carol), 'queue claim again').out
+  t.match(again, new RegExp(`^\\s*${id}  \\S+ \\S+  alice → queue:jobs \\[high\\]  build #7  \\(delivery 2, lease until \\S+\\)\\n$`), 'delivered a second time')
+  t.equal(ok(await cli(['queue', 'ack', 'jobs', String(id)], carol), 'queue ack').out, 'acked 1\n')
+  t.strictSame(JSON.parse(ok(await cli(['queue', 'ack', 'jobs', String(id), '--json'], carol), 'queue ack again').out), { acked: 0, already_acked: 1 }, 'acking again changes nothing')
+  t.equal(ok(await cli(['queue', 'ack', 'jobs', String(id)], carol), 'queue ack again').out, 'acked 0, 1 already\n')
+  t.match(ok(await cli(['queue', 'list'], alice), 'queue list').out, /^jobs\s+available 1 {2}leased 0 {2}delayed 0 {2}dead 0\n/m, 'build #8 is left')
+  const unknownQueue = await cli(['queue', 'claim', 'nowhere'], bob)
+  t.equal(unknownQueue.code, 1)
+  t.match(unknownQueue.err, /^agent-bus: BUS_\w+: .*nowhere/)
+
+  // One delivery only: a release makes it a dead letter; requeue brings it back.
+  ok(await cli(['queue', 'create', 'once', '--max-deliveries', '1'], alice), 'queue create once')
+  const fragile = Number(/#(\d+)/.exec(ok(await cli(['send', '--queue', 'once', 'fragile'], alice), 'send --queue once').out)?.[1])
+  t.match(ok(await cli(['queue', 'claim', 'once'], bob), 'claim once').out, /fragile {2}\(delivery 1, /)
+  t.equal(ok(await cli(['queue', 'release', 'once', String(fragile)], bob), 'release once').out, 'released 0; 1 had had their deliveries and are dead letters now\n')
+  t.match(ok(await cli(['queue', 'claim', 'once'], bob), 'claim once again').out, /^no work\n$/, 'a dead letter is not claimed')
+  t.match(ok(await cli(['queue', 'dead', 'once'], alice), 'queue dead').out, new RegExp(`^\\s*${fragile}  .*alice → queue:once  fragile  \\(1 deliveries, last to bob, dead since \\S+\\)\\n$`))
+  t.match(JSON.parse(ok(await cli(['queue', 'dead', 'once', '--json'], alice), 'queue dead --json').out),
+    { dead: [{ message: { id: fragile, body: 'fragile' }, delivery_count: 1, claimed_by: 'bob', dead_at: String }], next_cursor: null })
+  t.match(ok(await cli(['queue', 'list'], alice), 'queue list').out, /^once\s+available 0 {2}leased 0 {2}delayed 0 {2}dead 1\n/m)
+  t.match(ok(await cli(['queue', 'dead', 'jobs'], alice), 'queue dead jobs').out, /^no dead letters\n$/)
+  t.strictSame(JSON.parse(ok(await cli(['queue', 'requeue', 'once', String(fragile), '999999', '--json'], alice), 'queue requeue --json').out),
+    { requeued: [fragile], not_dead: [999999] })
+  t.match(ok(await cli(['queue', 'dead', 'once'], alice), 'queue dead').out, /^no dead letters\n$/)
+  t.match(ok(await cli(['queue', 'claim', 'once'], carol), 'claim requeued').out, /fragile {2}\(delivery 1, /, 'back, with a fresh delivery count')
+  ok(await cli(['queue', 'release', 'once', String(fragile)], carol), 'release once')
+  t.equal(ok(await cli(['queue', 'requeue', 'once'], alice), 'queue requeue (all)').out, 'requeued 1\n')
+  t.match(ok(await cli(['queue', 'list'], alice), 'queue list').out, /^once\s+available 1 {2}leased 0 {2}delayed 0 {2}dead 0\n/m)
+
+  // ack_within_s: direct messages only.
+  const timed = ok(await cli(['send', '--to', 'bob', '--ack-within', '30', 'answer soon'], alice), 'send --ack-within')
+  t.match(timed.out, /^sent #\d+ to bob \(1 recipient\)\n$/)
+  const timedId = Number(/#(\d+)/.exec(timed.out)?.[1])
+  const receipts = await (await fetch(`${url}/messages/${timedId}`, { headers: { authorization: `Bearer ${alice.AGENT_BUS_TOKEN}` } })).json()
+  t.match(receipts, { receipts: [{ agent: 'bob', ack_by: String, overdue: false }] }, 'the deadline reached the bus')
+  const untimed = await cli(['send', '--ack-within', '30', 'to all'], alice)
+  t.equal(untimed.code, 1, 'a broadcast cannot have an ack deadline')
+  t.match(untimed.err, /^agent-bus: BUS_BAD_SEND: .*ack_within_s/)
+  const both = await cli(['send', '--to', 'bob', '--queue', 'jobs', 'x'], alice)
+  t.equal(both.code, 1)
+  t.match(both.err, /BUS_BAD_SEND/)
+
+  // Usage errors: exit 2, nothing sent to the bus.
+  for (const args of [
+    ['queue', 'extend', 'jobs', String(id)], ['queue', 'extend', 'jobs', String(id), '--lease', 'long'], ['queue', 'claim', 'jobs', '--limit', 'x'],
+    ['queue', 'ack', 'jobs'], ['queue', 'ack', 'jobs', 'abc'], ['queue', 'create', 'q2', '--lease', '1.5'], ['queue', 'frobnicate'], ['topic', 'create'],
+    ['send', '--to', 'bob', '--ack-within', 'soon', 'x']
+  ]) {
+    const run = await cli(args, alice)
+    t.equal(run.code, 2, `${args.join(' ')}: a usage error`)
+    t.ok(run.err.length > 0, 'says what is wrong')
+  }
+  t.match(ok(await cli(['queue', 'list'], alice), 'queue list').out, /^jobs\s+available 1 /m, 'nothing changed by them')
+  t.match(ok(await cli(['queue', 'list'], alice), 'queue list').out, /^(?![\s\S]*q2)/, 'q2 was not created')
+})
