@@ -99,6 +99,9 @@ export async function deregisterAgent (db: Db, id: number, now: string): Promise
   await db.updateTable('agents').set({ token_hash: null, online: 0, deleted_at: now, webhook_url: null, webhook_secret: null })
     .where('id', '=', id).execute()
   await clearWebhooks(db, id)
+  // After the update, whose trigger (migrations 0004, 0005) counts the agent's unread topic copies through them: a
+  // subscription then only holds registered agents, so a publish counts its recipients from subscriptions alone.
+  await db.deleteFrom('subscriptions').where('agent_id', '=', id).execute()
 }
 
 // A stream that ends after its agent deregistered must not show it online again.

@@ -141,22 +141,24 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
   } else if (input.to === undefined) {
     // A broadcast, or a topic message, is stored once; each agent's copy is made when it next reads (syncBroadcasts).
     // Recipients with a webhook get theirs now, with the push queued, so a crash cannot lose it.
-    const delivery = [integer(seq).as('message_seq'), 'a.id', integer(priority).as('priority'), sql<string>`cast(${input.now} as text)`.as('webhook_next_at')] as const
-    const columns = ['message_seq', 'recipient_id', 'priority', 'webhook_next_at'] as const
+    const delivery = [integer(seq).as('message_seq'), integer(priority).as('priority'), sql<string>`cast(${input.now} as text)`.as('webhook_next_at')] as const
+    const columns = ['message_seq', 'priority', 'webhook_next_at', 'recipient_id'] as const
     if (topic === undefined) {
       const others = registeredOthers(trx, input.senderId)
       recipients = Number((await others.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
       recipientIds = null
-      await trx.insertInto('deliveries').columns(columns).expression(others.where('a.webhook_url', 'is not', null).select(delivery)).execute()
+      await trx.insertInto('deliveries').columns(columns).expression(others.where('a.webhook_url', 'is not', null).select([...delivery, 'a.id'])).execute()
     } else {
-      // The subscribers by id, so that only their readers are woken.
-      const subscribers = await subscribersOf(trx, topic, input.senderId).select(['a.id', 'a.webhook_url']).execute()
-      recipientIds = subscribers.map((a) => Number(a.id))
-      recipients = recipientIds.length
-      const hooked = subscribers.filter((a) => a.webhook_url !== null).map((a) => a.id)
-      if (hooked.length > 0) {
-        await trx.insertInto('deliveries').columns(columns)
-          .expression(trx.selectFrom('agents as a').where('a.id', 'in', hooked).select(delivery)).execute()
+      // A small topic's subscribers by id, so that only their readers are woken; a large one wakes every reader, as a
+      // broadcast does: fetching a thousand ids for each publish cost more than the readers it spared.
+      const subscribers = subscribersOf(trx, topic, input.senderId)
+      const ids = (await subscribers.select('s.agent_id').limit(WAKE_BY_ID + 1).execute()).map((s) => Number(s.agent_id))
+      recipientIds = ids.length <= WAKE_BY_ID ? ids : null
+      recipients = recipientIds?.length ?? Number((await subscribers.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
+      if (recipients > 0) {
+        await trx.insertInto('deliveries').columns(columns).expression(subscribers
+          .where(({ exists, selectFrom }) => exists(selectFrom('agents as a').select('a.id').whereRef('a.id', '=', 's.agent_id').where('a.webhook_url', 'is not', null)))
+          .select([...delivery, 's.agent_id'])).execute()
       }
     }
     webhooks = recipients > 0
@@ -291,6 +293,9 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
   return outcomes
 }
 
+// A topic message wakes its subscribers by id up to this many of them; beyond, every reader, as a broadcast does.
+const WAKE_BY_ID = 100
+
 // Rows of five columns: far below the bound parameters either engine takes in one statement (SQLite 32,766,
 // PostgreSQL 65,535).
 const ROWS_PER_INSERT = 4000
@@ -316,11 +321,12 @@ const integer = (value: number) => sql<number>`cast(${value} as bigint)`
 
 const registeredOthers = (db: Db, agentId: number) =>
   db.selectFrom('agents as a').where('a.deleted_at', 'is', null).where('a.id', '!=', agentId)
-// A topic's registered subscribers but the sender: who gets a message published now. From the topic's subscriptions
-// (their primary key), so a publish costs what its subscribers cost, whatever the number of agents.
+// A topic's subscribers but the sender: who gets a message published now. From the topic's subscriptions alone (a
+// range of their primary key; deregistration deletes an agent's), so a publish costs what its subscribers cost, and no
+// join's plan hangs on statistics: PostgreSQL joined a fresh topic's 1,000 subscriptions to the agents in a nested
+// loop of a million rows until ANALYZE had seen them.
 const subscribersOf = (db: Db, topic: string, senderId: number) => db.selectFrom('subscriptions as s')
-  .innerJoin('agents as a', 'a.id', 's.agent_id')
-  .where('s.topic', '=', topic).where('a.deleted_at', 'is', null).where('a.id', '!=', senderId)
+  .where('s.topic', '=', topic).where('s.agent_id', '!=', senderId)
 
 async function sentSummary (db: Db, seq: number, from: string): Promise<Sent> {
   const m = await db.selectFrom('messages').selectAll().where('seq', '=', seq).executeTakeFirstOrThrow()
@@ -522,12 +528,17 @@ export function deliveredMessages (db: Db) {
 
 // Messages of one store that the agent sent or received, with its own delivery. Only for narrow lookups (one id,
 // one thread): the OR cannot use an index on its own.
+// A queue message is also visible to the agent that claimed it last, so that a worker can read its task again and
+// reply to it (reply_to) in its thread.
 function visibleIn (db: Db, store: Store, agentId: number) {
   return db.selectFrom(`${store.messages} as m`)
     .innerJoin('agents as s', 's.id', 'm.sender_id')
     .leftJoin(`${store.deliveries} as d`, (j) => j.onRef('d.message_seq', '=', 'm.seq').on('d.recipient_id', '=', agentId))
     .select(messageColumns(store))
-    .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId)]))
+    .where((eb) => eb.or([eb('m.sender_id', '=', agentId), eb('d.recipient_id', '=', agentId), eb.and([
+      eb('m.queue', 'is not', null),
+      eb.exists(eb.selectFrom('queue_entries as q').select('q.message_seq').whereRef('q.message_seq', '=', 'm.seq').where('q.claimed_by', '=', agentId))
+    ])]))
 }
 
 async function findVisible (db: Db, agentId: number, seq: number) {

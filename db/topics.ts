@@ -22,8 +22,8 @@ export async function topicExists (db: Db, name: string): Promise<boolean> {
 export async function listTopics (db: Db, agentId: number) {
   const rows = await db.selectFrom('topics as t').innerJoin('agents as c', 'c.id', 't.created_by')
     .select((eb) => ['t.name', 't.description', 't.created_at', 'c.name as created_by',
-      eb.selectFrom('subscriptions as s').innerJoin('agents as a', 'a.id', 's.agent_id')
-        .select((s) => s.fn.countAll<number>().as('n')).whereRef('s.topic', '=', 't.name').where('a.deleted_at', 'is', null).as('subscribers'),
+      // Deregistration deletes an agent's subscriptions: every one is a registered agent's.
+      eb.selectFrom('subscriptions as s').select((s) => s.fn.countAll<number>().as('n')).whereRef('s.topic', '=', 't.name').as('subscribers'),
       eb.exists(eb.selectFrom('subscriptions as s').select('s.agent_id').whereRef('s.topic', '=', 't.name').where('s.agent_id', '=', agentId)).as('subscribed')])
     .orderBy('t.name').execute()
   return rows.map((r) => ({ ...r, subscribers: Number(r.subscribers), subscribed: Boolean(r.subscribed) }))

@@ -370,7 +370,7 @@ t.test('the sweep ends passed leases, tells waiting claims, and a waiting claim 
   t.match((await bus.claim(bob, 'jobs', {})).messages, [{ message: { id: sent.id }, delivery_count: 3 }])
 })
 
-t.test('a queue message is seen by its sender only, with where it stands', async (t) => {
+t.test('a queue message is seen by its sender, with where it stands, and by the agent that claimed it', async (t) => {
   const s = await setup(t)
   const { bus, alice, bob, carol } = s
   await bus.createQueue(alice, { name: 'jobs', lease_s: 10, max_deliveries: 3 })
@@ -379,9 +379,17 @@ t.test('a queue message is seen by its sender only, with where it stands', async
     id: sent.id, queue: 'jobs', body: 'work', subject: 'job 1',
     queue_status: { queue: 'jobs', state: 'available', delivery_count: 0, claimed_by: null, lease_expires_at: null, acked_by: null, acked_at: null, dead_at: null }
   })
+  await t.rejects(bus.getMessage(bob, sent.id), { code: 'BUS_MESSAGE_NOT_FOUND', statusCode: 404 }, 'not before a claim')
   await bus.claim(bob, 'jobs', {})
-  // Neither the claimer nor anyone else reads it by id: it is in no one's inbox.
-  for (const other of [bob, carol]) await t.rejects(bus.getMessage(other, sent.id), { code: 'BUS_MESSAGE_NOT_FOUND', statusCode: 404 })
+  // The claimer reads its task by id (without queue_status, the sender's) and replies in its thread; no one else sees it.
+  const seen = await bus.getMessage(bob, sent.id)
+  t.match(seen, { id: sent.id, queue: 'jobs', body: 'work' })
+  t.notOk('queue_status' in seen)
+  const { sent: reply } = await bus.send(bob, { to: 'alice', body: 'done', reply_to: sent.id })
+  t.equal(reply.thread_id, sent.thread_id, 'the reply joins the task\'s thread')
+  t.match((await bus.getThread(alice, sent.thread_id)).messages.map((m) => m.id), [sent.id, reply.id])
+  await t.rejects(bus.getMessage(carol, sent.id), { code: 'BUS_MESSAGE_NOT_FOUND', statusCode: 404 })
+  await t.rejects(bus.send(carol, { to: 'alice', body: 'x', reply_to: sent.id }), { code: 'BUS_MESSAGE_NOT_FOUND' })
   t.strictSame((await bus.inbox(bob, {})).messages, [], 'not in the claimer\'s inbox')
   t.match(await bus.ack(bob, [sent.id]), { acked: 0, not_found: [sent.id] }, 'an inbox ack is not a queue ack')
   t.match(await status(s, sent.id), { state: 'leased', delivery_count: 1, claimed_by: 'bob' })
