@@ -7,7 +7,6 @@ import { findQueue } from './queues.js'
 import type { Database, MessageRow, NewMessage } from './schema.js'
 import type { Storage } from './storage.js'
 import { countArchived, countRead, countSent } from './stats.js'
-import { topicExists } from './topics.js'
 
 type Db = Kysely<Database> | Transaction<Database>
 
@@ -106,7 +105,9 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     return { ok: false, unknownRecipients: input.to.filter((n) => !known.has(n)) }
   }
   const { topic, queue } = input
-  if (topic !== undefined && !await topicExists(trx, topic)) return { ok: false, topicNotFound: topic }
+  // Whether the topic exists, and how many subscribers it has but the sender, in one statement.
+  const audience = topic === undefined ? undefined : (await topicAudience(trx, topic, input.senderId))[0]
+  if (topic !== undefined && (audience === undefined || !audience.found)) return { ok: false, topicNotFound: topic }
   if (queue !== undefined && await findQueue(trx, queue) === undefined) return { ok: false, queueNotFound: queue }
 
   const priority = rankOf(input.priority)
@@ -151,15 +152,9 @@ export async function sendMessage (trx: Transaction<Database>, input: SendInput)
     } else {
       // A small topic's subscribers by id, so that only their readers are woken; a large one wakes every reader, as a
       // broadcast does: fetching a thousand ids for each publish cost more than the readers it spared.
-      const subscribers = subscribersOf(trx, topic, input.senderId)
-      const ids = (await subscribers.select('s.agent_id').limit(WAKE_BY_ID + 1).execute()).map((s) => Number(s.agent_id))
-      recipientIds = ids.length <= WAKE_BY_ID ? ids : null
-      recipients = recipientIds?.length ?? Number((await subscribers.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n)
-      if (recipients > 0) {
-        await trx.insertInto('deliveries').columns(columns).expression(subscribers
-          .where(({ exists, selectFrom }) => exists(selectFrom('agents as a').select('a.id').whereRef('a.id', '=', 's.agent_id').where('a.webhook_url', 'is not', null)))
-          .select([...delivery, 's.agent_id'])).execute()
-      }
+      recipients = Number(audience?.n ?? 0)
+      recipientIds = recipients > WAKE_BY_ID ? null : (await subscriberIds(trx, topic, input.senderId)).map((s) => Number(s.agent_id))
+      if (recipients > 0) await topicWebhooks(trx, seq, priority, input.now, topic, input.senderId)
     }
     webhooks = recipients > 0
   } else {
@@ -295,6 +290,20 @@ export async function sendMessages (trx: Transaction<Database>, inputs: SendInpu
 
 // A topic message wakes its subscribers by id up to this many of them; beyond, every reader, as a broadcast does.
 const WAKE_BY_ID = 100
+
+// The statements of a topic publish, compiled once (db/prepared.ts). `found` is 0 or 1 on SQLite, a boolean on
+// PostgreSQL: only its truth is used.
+const topicAudience = prepared((db, topic: string, senderId: number) => db.selectNoFrom((eb) => [
+  eb.exists(eb.selectFrom('topics').select('name').where('name', '=', topic)).as('found'),
+  subscribersOf(db, topic, senderId).select((s) => s.fn.countAll<number>().as('n')).as('n')
+]))
+const subscriberIds = prepared((db, topic: string, senderId: number) => subscribersOf(db, topic, senderId).select('s.agent_id'))
+// A subscriber with a webhook gets its delivery row now, with the push queued, as a broadcast's recipients do.
+const topicWebhooks = prepared((db, seq: number, priority: number, now: string, topic: string, senderId: number) => db.insertInto('deliveries')
+  .columns(['message_seq', 'priority', 'webhook_next_at', 'recipient_id'])
+  .expression(subscribersOf(db, topic, senderId)
+    .where(({ exists, selectFrom }) => exists(selectFrom('agents as a').select('a.id').whereRef('a.id', '=', 's.agent_id').where('a.webhook_url', 'is not', null)))
+    .select([integer(seq).as('message_seq'), integer(priority).as('priority'), sql<string>`cast(${now} as text)`.as('webhook_next_at'), 's.agent_id'])))
 
 // Rows of five columns: far below the bound parameters either engine takes in one statement (SQLite 32,766,
 // PostgreSQL 65,535).
