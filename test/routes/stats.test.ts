@@ -24,7 +24,7 @@ t.test('stats count agents, messages by priority, unread deliveries, and report 
   t.match(res.json(), {
     agents: { total: 3, online: 2 },
     messages: { total: 2, unread: 2, archived: 0, by_priority: { normal: 1, high: 0, urgent: 1 } },
-    database: { engine, size_bytes: Number, schema_version: '0004-add-stats-counters' },
+    database: { engine, size_bytes: Number, schema_version: '0005-topics-queues-deadlines' },
     uptime_s: Number
   })
   t.ok(res.json().database.size_bytes > 0)
