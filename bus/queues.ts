@@ -45,13 +45,18 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
   }
 
   // A write on leases; a lease that changed under it (db/queues.ts LeaseChanged) is the client's 409 too.
+  // The queue itself is looked up only when an id was not found in it (an unknown queue is a 404 of its own), not on
+  // every ack.
   async function onLeases<T> (queue: string, work: (trx: Transaction<Database>) => Promise<LeaseOutcome<T>>): Promise<T> {
+    let outcome: LeaseOutcome<T>
     try {
-      return valueOf(queue, await write(work))
+      outcome = await write(work)
     } catch (err) {
       if (err instanceof LeaseChanged) throw new LeaseConflict(err.message)
       throw err
     }
+    if (!outcome.ok && outcome.problems.some((p) => p.problem === 'not_found')) await queueNamed(queue)
+    return valueOf(queue, outcome)
   }
 
   function valueOf<T> (queue: string, outcome: LeaseOutcome<T>): T {
@@ -109,14 +114,12 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
 
     // Done with these: they leave the queue. Every id must be leased to the caller, its lease still running.
     async ackQueue ({ agent }: AgentCaller, name: string, ids: number[]) {
-      await queueNamed(name)
       const now = iso(clock())
       return onLeases(name, (trx) => ackEntries(trx, name, agent.id, ids, now))
     },
 
     // Gives work back unfinished: available again (after delaySeconds), or dead once it has had its max_deliveries.
     async release ({ agent }: AgentCaller, name: string, ids: number[], delaySeconds = 0) {
-      await queueNamed(name)
       const at = clock()
       const result = await onLeases(name, (trx) => releaseEntries(trx, name, agent.id, ids, iso(at), iso(at + delaySeconds * 1000)))
       if (result.released > 0) notifier.publish({ kind: 'queue', queue: name })
@@ -125,7 +128,6 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
 
     // More time: the leases now end leaseSeconds from now.
     async extend ({ agent }: AgentCaller, name: string, ids: number[], leaseSeconds: number) {
-      await queueNamed(name)
       const at = clock()
       return onLeases(name, (trx) => extendEntries(trx, name, agent.id, ids, iso(at), iso(at + leaseSeconds * 1000)))
     },

@@ -46,6 +46,12 @@ export async function listQueues (db: Db, now: string) {
 
 type ClaimRows = ((table: string) => RawBuilder<unknown>) | undefined
 
+// In an update of queue_entries that ends a delivery: `at` if the message has had its queue's max_deliveries (it is
+// dead from then), null otherwise.
+const deadIfSpent = (eb: ExpressionBuilder<Database, 'queue_entries'>, at: Expression<string>) => eb.case()
+  .when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
+  .then(at).else(null).end()
+
 // Ends the leases that have passed, of one queue or of all: the message is available again, or dead once it has had
 // its max_deliveries. Answers the queues that got messages back, to wake their claimers. Rows another transaction
 // holds are skipped (claimRows), not waited for: two claims ending the same leases in different orders would deadlock.
@@ -59,8 +65,7 @@ export async function expireLeases (trx: Transaction<Database>, claimRows: Claim
       holder_id: null,
       lease_expires_at: null,
       // Dead when its lease ended, as GET /queues and queue_status said before any sweep came (SET reads the old row).
-      dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
-        .then(eb.ref('lease_expires_at')).else(null).end()
+      dead_at: deadIfSpent(eb, eb.ref('lease_expires_at') as Expression<string>)
     }))
     .where('message_seq', 'in', seqs).where('holder_id', 'is not', null).where('lease_expires_at', '<=', now)
   const rows = await update.returning(['queue', 'dead_at']).execute()
@@ -187,8 +192,7 @@ export async function releaseEntries (trx: Transaction<Database>, queue: string,
       holder_id: null,
       lease_expires_at: null,
       available_at: availableAt,
-      dead_at: eb.case().when('delivery_count', '>=', eb.selectFrom('queues').select('max_deliveries').whereRef('queues.name', '=', 'queue_entries.queue'))
-        .then(sql<string>`cast(${now} as text)`).else(null).end()
+      dead_at: deadIfSpent(eb, sql<string>`cast(${now} as text)`)
     }))
     const dead = rows.filter((r) => r.dead_at !== null).length
     return { released: rows.length - dead, dead }
