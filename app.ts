@@ -9,6 +9,7 @@ import db from './plugins/db.js'
 import fanout from './plugins/fanout.js'
 import limits from './plugins/limits.js'
 import mcp, { loopbackHosts } from './plugins/mcp.js'
+import metrics from './plugins/metrics.js'
 import connections from './plugins/connections.js'
 import heartbeat from './plugins/heartbeat.js'
 import hosts from './plugins/hosts.js'
@@ -16,8 +17,10 @@ import options from './plugins/options.js'
 import swagger from './plugins/swagger.js'
 import webhooks from './plugins/webhooks.js'
 import agents from './routes/agents.js'
+import dashboard from './routes/dashboard.js'
 import health from './routes/health.js'
 import messages from './routes/messages.js'
+import metricsRoute from './routes/metrics.js'
 import queues from './routes/queues.js'
 import stats from './routes/stats.js'
 import stream from './routes/stream.js'
@@ -117,6 +120,8 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   await app.register(options)
   await app.register(swagger)
   for (const schema of schemas) app.addSchema(schema)
+  // Before the database and the bus, which report to it.
+  if (config.BUS_METRICS) await app.register(metrics)
   await app.register(db, { url: config.BUS_DB, sync: config.BUS_SYNC })
   await app.register(fanout, { maxReadersPerAgent: config.BUS_MAX_READERS_PER_AGENT })
   await app.register(bus, { maxMessageBytes: config.BUS_MAX_MESSAGE_BYTES, recheckMs: Math.min(streamKeepAliveMs, 5000), sweepMs: loops ? 1000 : 0 })
@@ -139,7 +144,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     }
     reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${path}` })
   })
-  await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
+  await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, metricsToken: config.BUS_METRICS_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
   await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })
   await app.register(archiver, {
     maxAgeMs: config.BUS_ARCHIVE_AFTER_S * 1000,
@@ -167,6 +172,8 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
   })
   await app.register(stats, { adminOnly: config.BUS_ADMIN_TOKEN !== undefined })
   await app.register(health)
+  if (config.BUS_METRICS) await app.register(metricsRoute)
+  await app.register(dashboard)
   await app.register(mcp, { allowedHosts: [...loopbackHosts(), ...commaList(config.BUS_ALLOWED_HOSTS)] })
   return app
 }

@@ -13,6 +13,8 @@ export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ default: 8091, minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one.' }),
   BUS_DB: Type.String({ default: './data/bus.db', minLength: 1, description: 'A SQLite file (its folder is created) or :memory:; or a PostgreSQL URL, postgres://user:password@host:5432/dbname (libpq parameters such as ?sslmode= allowed), for several nodes on one database.' }),
   BUS_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, secret: true, description: 'Admin bearer token (16 characters or more); when set, registering an agent needs it.' })),
+  BUS_METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16, secret: true, description: 'A bearer token (16 characters or more) for GET /metrics and the dashboard, and nothing else. /metrics and /dashboard are open to anyone while neither it nor BUS_ADMIN_TOKEN is set; with either set, they take only those tokens.' })),
+  BUS_METRICS: Type.Boolean({ default: true, description: 'Serve Prometheus metrics at GET /metrics (and count what they need); false turns both off.' }),
   BUS_OPEN_REGISTRATION: Type.Boolean({ default: false, description: 'Allow open registration on a non-loopback HOST.' }),
   BUS_ALLOWED_HOSTS: Type.Optional(Type.String({ description: 'Comma-separated host names the bus answers to besides the loopback names (a DNS-rebinding guard); on a non-loopback HOST, setting it turns the check on.' })),
   BUS_OFFLINE_AFTER_S: Type.Integer({ default: 300, minimum: 1, description: 'Seconds of silence after which an agent is offline.' }),

@@ -7,6 +7,7 @@ import { agentOperations } from './agents.js'
 import { createBackstop } from './backstop.js'
 import type { Notifier, Readers } from './events.js'
 import { messageOperations } from './messages.js'
+import type { BusObserver } from './observer.js'
 import { queueOperations } from './queues.js'
 import { streamOperations } from './stream.js'
 import { createSweep } from './sweep.js'
@@ -32,6 +33,8 @@ export interface BusOptions {
   // Milliseconds since the epoch: every time the bus stores (sends, leases, deadlines) comes from here, so that
   // tests can move time instead of sleeping. Date.now by default.
   clock?: () => number
+  // Told what the bus did, for metrics (bus/observer.ts); nothing by default.
+  observer?: BusObserver
 }
 
 // The rules of the bus, whatever the surface (HTTP routes, MCP, CLI): each operation takes input its caller has

@@ -11,6 +11,7 @@ import type { MessageCreate } from '../schemas/message.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch } from './events.js'
+import { kindOf, UNOBSERVED } from './observer.js'
 import { decodeCursor, encodeCursor, refuseNul, withinBytes } from './pages.js'
 
 export interface InboxRequest {
@@ -49,7 +50,7 @@ function pageOf<T extends { body: string, subject: string | null, data: unknown 
   return { messages: page, next_cursor: (page.length === limit || page.length < read.length) && last ? cursorAfter(last) : null }
 }
 
-export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes, clock = Date.now }: BusOptions) {
+export function messageOperations ({ db, write, notifier, readers, cache, maxMessageBytes, clock = Date.now, observer = UNOBSERVED }: BusOptions) {
   // Before any read of the caller's messages: its copies of the broadcasts sent since it last read (db/messages.ts).
   const sync = (agent: CallingAgent): Promise<number> => syncBroadcasts(db, write, agent)
 
@@ -60,6 +61,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
     const { agent, tokenHash } = me
     const watch = new Watch(notifier, agent.id, (event) => event.kind === 'message', readers, tokenHash)
     const deadline = Date.now() + ms
+    const done = observer.opened('poll')
     try {
       if (!await stillAuthorized(db, agent.id, tokenHash)) watch.end('revoked')
       let { page, upTo } = await read()
@@ -75,6 +77,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       return page
     } finally {
       watch.close()
+      done()
     }
   }
 
@@ -119,6 +122,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       // After the commit: readers pull from the database, so they must not hear of rows they cannot see yet.
       if (!replayed && queue !== undefined) notifier.publish({ kind: 'queue', queue })
       else if (!replayed) notifier.publish({ kind: 'message', seq: sent.id, senderId: sender.id, recipientIds, webhooks })
+      if (!replayed) observer.stored(kindOf(input))
       return { sent, replayed }
     },
 
@@ -137,6 +141,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       const page = pageOf(read, limit, (last) => encodeCursor(rankOf(last.priority), last.id))
       // Only what is answered counts as delivered; the rest comes with the next page.
       await recordDelivery(write, agent.id, page.messages)
+      observer.delivered('inbox', page.messages.length)
       return page
     },
 
@@ -148,6 +153,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       for (const { seq, senderId } of newlyRead) {
         notifier.publish({ kind: 'receipt', senderId, messageId: seq, agent: agent.name, readAt })
       }
+      observer.acked('message', newlyRead.length)
       return result
     },
 

@@ -10,6 +10,7 @@ import type { QueueCreate } from '../schemas/queue.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch } from './events.js'
+import { UNOBSERVED } from './observer.js'
 import { decodeCursor, encodeCursor, refuseNul } from './pages.js'
 
 export interface ClaimRequest {
@@ -35,7 +36,7 @@ function describe (problem: LeaseProblem): string {
 
 // Work queues: competing consumers. Sending is a send with `queue` (bus/messages.ts); the rest is here. Times come
 // from the bus's clock, so leases can be tested without sleeping.
-export function queueOperations ({ db, write, notifier, cache, claimRows, clock = Date.now }: BusOptions) {
+export function queueOperations ({ db, write, notifier, cache, claimRows, clock = Date.now, observer = UNOBSERVED }: BusOptions) {
   const iso = (ms: number): string => new Date(ms).toISOString()
 
   async function queueNamed (name: string): Promise<QueueRow> {
@@ -94,6 +95,7 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
         // Not one of the agent's readers (Readers): a claim that waits must not end the agent's streams.
         const watch = new Watch(notifier, agent.id, (event) => event.kind === 'queue' && event.queue === name)
         const deadline = Date.now() + waitMs
+        const done = observer.opened('claim')
         try {
           while (leases.length === 0 && !watch.closed && signal?.aborted !== true && Date.now() < deadline) {
             await watch.wait(Math.min(CLAIM_RECHECK_MS, deadline - Date.now()), signal)
@@ -105,17 +107,21 @@ export function queueOperations ({ db, write, notifier, cache, claimRows, clock 
           }
         } finally {
           watch.close()
+          done()
         }
         if (watch.ended === 'revoked') throw new Unauthorized('token revoked while waiting')
       }
       const messages = await messagesByIds(db, cache, leases.map((l) => l.seq), iso(clock()))
+      observer.delivered('claim', leases.length)
       return { messages: leases.map((lease, i) => ({ message: messages[i], delivery_count: lease.delivery_count, lease_expires_at: lease.lease_expires_at })) }
     },
 
     // Done with these: they leave the queue. Every id must be leased to the caller, its lease still running.
     async ackQueue ({ agent }: AgentCaller, name: string, ids: number[]) {
       const now = iso(clock())
-      return onLeases(name, (trx) => ackEntries(trx, name, agent.id, ids, now))
+      const result = await onLeases(name, (trx) => ackEntries(trx, name, agent.id, ids, now))
+      observer.acked('queue', result.acked)
+      return result
     },
 
     // Gives work back unfinished: available again (after delaySeconds), or dead once it has had its max_deliveries.

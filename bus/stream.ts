@@ -4,6 +4,7 @@ import { BadEventId, Unauthorized } from '../errors.js'
 import { stillAuthorized, type AgentCaller } from './agents.js'
 import type { BusOptions } from './bus.js'
 import { Watch, type WatchEnd } from './events.js'
+import { UNOBSERVED } from './observer.js'
 
 // A position in the stream's order. The stream sends the unread backlog first, in inbox order, up to the newest
 // message at connect time (`upTo`), then everything stored after it in the order stored. An event id names a
@@ -50,7 +51,7 @@ export interface MessageStream extends AsyncIterable<StreamItem> {
   close: () => Promise<void>
 }
 
-export function streamOperations ({ db, write, notifier, readers, cache, maxMessageBytes }: BusOptions) {
+export function streamOperations ({ db, write, notifier, readers, cache, maxMessageBytes, observer = UNOBSERVED }: BusOptions) {
   const BATCH = Math.max(1, Math.min(100, Math.floor(BATCH_BYTES / maxMessageBytes)))
 
   return {
@@ -70,6 +71,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
         watch.close()
         throw new Unauthorized('invalid or revoked token')
       }
+      const done = observer.opened('stream')
       // Receipt and presence events are not in the database, so they queue here, boundedly.
       const extra: StreamItem[] = []
       let overflow = false
@@ -124,6 +126,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
             }
             if (over()) return
             await recordDelivery(write, agent.id, batch)
+            observer.delivered('stream', batch.length)
             // Everything up to the last sync has been read: until an event, or the backstop (bus/backstop.ts), wakes it.
             if (batch.length === 0) {
               watch.caughtUp(synced)
@@ -137,6 +140,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
           if (closed) return
           closed = true
           watch.close()
+          done()
           unsubscribeExtra()
           await write((trx) => markSeen(trx, agent.id, new Date().toISOString()))
         }

@@ -38,6 +38,9 @@ export interface GroupCommitOptions {
   // statements; where a statement is a network round trip (PostgreSQL) that is most of a send's cost, so an engine may
   // go without: a batch in which a write fails is then rolled back whole and its writes run again one by one.
   savepoints?: boolean
+  // Told of each batch that committed: how many writes it held, and how long its transaction took, commit (and
+  // fsync) included, in seconds. For metrics.
+  onCommit?: (writes: number, seconds: number) => void
 }
 
 interface Pending {
@@ -79,7 +82,7 @@ const SAVEPOINT = CompiledQuery.raw('savepoint w')
 const RELEASE = CompiledQuery.raw('release w')
 const ROLLBACK = CompiledQuery.raw('rollback to w')
 
-export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, beginOrdered, savepoints = true }: GroupCommitOptions = {}): Write {
+export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, beginOrdered, savepoints = true, onCommit }: GroupCommitOptions = {}): Write {
   let queue: Pending[] = []
   let flushing = false
 
@@ -108,6 +111,7 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
     queue = queue.slice(batch.length)
     const outcomes: Outcome[] = new Array(batch.length)
     const steps = stepsOf(batch)
+    const started = performance.now()
     try {
       // A failed write's ROLLBACK is safe even when SQLite already rolled the whole transaction back by itself (a
       // full disk, an I/O error): db/open.ts makes that ROLLBACK a no-op, so execute() rethrows the first error.
@@ -132,6 +136,7 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
           }
         }
       })
+      onCommit?.(batch.length, (performance.now() - started) / 1000)
     } catch (err) {
       if (savepoints || batch.length === 1) {
         for (const item of batch) item.reject(err)

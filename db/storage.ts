@@ -35,7 +35,17 @@ export interface Storage {
   readonly claimRows: ((table: string) => RawBuilder<unknown>) | undefined
   // A table of one text column, `value`, holding the strings of a JSON array: a list of any length as one parameter.
   textList: (json: string) => RawBuilder<{ value: string }>
+  // The connection pool's use, where there is one (PostgreSQL): open connections, idle ones, queries waiting for one.
+  readonly pool: (() => { total: number, idle: number, waiting: number }) | undefined
   close: () => Promise<void>
+}
+
+// What a storage reports of its work as it goes, for metrics.
+export interface StorageObserver {
+  // A group commit's batch committed: how many writes it held, and how long its transaction took, in seconds.
+  commit?: (writes: number, seconds: number) => void
+  // A notification from another node of the cluster arrived.
+  notification?: () => void
 }
 
 export interface StorageFailure { message: string, retry: boolean }

@@ -113,3 +113,10 @@ export async function webhookOf (db: Db, agentId: number): Promise<{ name: strin
   if (row?.webhook_url == null || row.webhook_secret === null) return undefined
   return { name: row.name, url: row.webhook_url, secret: row.webhook_secret }
 }
+
+// Deliveries waiting for a webhook attempt or a retry (an index range: deliveries_webhook_due).
+export async function webhookBacklog (db: Db): Promise<number> {
+  const { count } = await db.selectFrom('deliveries').select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('webhook_next_at', 'is not', null).executeTakeFirstOrThrow()
+  return Number(count)
+}

@@ -16,11 +16,14 @@ declare module 'fastify' {
     requireAgent: Hook
     requireAgentOrAdmin: Hook
     requireRegistrar: Hook
+    // For /metrics and the dashboard: the admin or the metrics token, never an agent's; anyone on a bus with neither.
+    requireOperator: Hook
   }
 }
 
 export interface AuthOptions {
   adminToken?: string
+  metricsToken?: string
   // Activity is written at most this often per agent, so reads do not each cost a write (and an fsync).
   seenEveryMs: number
 }
@@ -37,19 +40,30 @@ export function agentOf (request: FastifyRequest): AgentCaller {
   return request.caller
 }
 
-const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEveryMs }) => {
-  const adminHash = adminToken === undefined ? undefined : Buffer.from(hashToken(adminToken), 'hex')
+const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, metricsToken, seenEveryMs }) => {
+  const hashOf = (token: string | undefined) => token === undefined ? undefined : Buffer.from(hashToken(token), 'hex')
+  const adminHash = hashOf(adminToken)
   const isAdmin = (token: string): boolean =>
     adminHash !== undefined && timingSafeEqual(adminHash, Buffer.from(hashToken(token), 'hex'))
+  const operatorHashes = [adminHash, hashOf(metricsToken)].filter((hash) => hash !== undefined)
+  const isOperator = (token: string): boolean => {
+    const hash = Buffer.from(hashToken(token), 'hex')
+    // Both compared, whichever matches, so the time taken does not tell which token it was.
+    return operatorHashes.map((known) => timingSafeEqual(known, hash)).includes(true)
+  }
 
-  async function identify (request: FastifyRequest, reply: FastifyReply): Promise<Caller> {
+  function bearer (request: FastifyRequest, reply: FastifyReply): string {
     const header = request.headers.authorization
     const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
     if (match === null) {
       reply.header('www-authenticate', 'Bearer')
       throw new Unauthorized(header === undefined ? 'missing Authorization: Bearer <token> header' : 'Authorization header is not a bearer token')
     }
-    const token = match[1]
+    return match[1]
+  }
+
+  async function identify (request: FastifyRequest, reply: FastifyReply): Promise<Caller> {
+    const token = bearer(request, reply)
     if (isAdmin(token)) return { kind: 'admin' }
     const caller = await app.bus.authenticate(token, seenEveryMs)
     if (!caller) {
@@ -71,6 +85,11 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, seenEver
     if (adminHash === undefined) return
     request.caller = await identify(request, reply)
     if (request.caller.kind !== 'admin') throw new Forbidden('registration needs the admin token')
+  })
+  // No agent lookup: an agent's token is refused like any other that is neither, without touching the database.
+  app.decorate('requireOperator', async (request: FastifyRequest, reply: FastifyReply) => {
+    if (operatorHashes.length === 0) return
+    if (!isOperator(bearer(request, reply))) throw new Forbidden('this needs the admin token (BUS_ADMIN_TOKEN) or the metrics token (BUS_METRICS_TOKEN)')
   })
 }
 

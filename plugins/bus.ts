@@ -48,7 +48,8 @@ const bus: FastifyPluginAsync<BusPluginOptions> = async (app, { maxMessageBytes,
     // The webhooks plugin builds the target policy from its own options and is registered after this one; it is
     // asked only when an agent sets a webhook, long after both are ready.
     refuseWebhook: async (url) => app.webhookPolicy.refuse(url),
-    claimRows: app.storage.claimRows
+    claimRows: app.storage.claimRows,
+    observer: app.hasDecorator('telemetry') ? app.telemetry.bus : undefined
   }))
 
   if (recheckMs > 0) every(app, recheckMs, 'rechecking readers', app.bus.recheckReaders)

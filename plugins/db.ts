@@ -34,7 +34,8 @@ const db: FastifyPluginAsync<DbOptions> = async (app, { url, sync, checkMs = 100
   const storage = await openStorage({
     url,
     sync,
-    log: (level, msg, err) => { log[level]({ err }, msg) }
+    log: (level, msg, err) => { log[level]({ err }, msg) },
+    observer: app.hasDecorator('telemetry') ? app.telemetry.storage : undefined
   })
   app.addHook('onClose', async () => { await storage.close() })
   app.decorate('storage', storage)

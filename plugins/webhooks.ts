@@ -61,6 +61,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
   }
 
   const poster = createWebhookPoster({ policy, timeoutMs })
+  const counted = app.hasDecorator('telemetry') ? app.telemetry.webhook : () => {}
   // How long a claimed attempt is this node's alone: longer than an attempt can take, so that only a node that died
   // (or hangs) loses its attempts to another.
   const leaseMs = 2 * timeoutMs + 1000
@@ -92,6 +93,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
         }, closing.signal)
         if (status >= 200 && status < 300) {
           await webhookDelivered(db, due.message.id, due.recipientId, new Date().toISOString())
+          counted('message', 'delivered')
           if (breakers.success(due.recipientId, due.url) === 'closed') log.info({ agent: due.recipient }, 'webhook circuit closed: the endpoint answers again')
           return
         }
@@ -106,6 +108,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
     const nextAt = at + retryDelayMs(retryBaseMs, attempts)
     const expired = nextAt > Date.parse(due.message.created_at) + maxAgeMs
     await webhookFailed(db, due.message.id, due.recipientId, expired ? null : new Date(nextAt).toISOString())
+    counted('message', expired ? 'expired' : 'failed')
     // The host, never the URL: a URL stored before credentials were refused may still carry some.
     log.warn({ message: due.message.id, agent: due.recipient, host: hostOf(due.url), attempts, failure, gaveUp: expired }, 'webhook attempt failed')
     const now = Date.now()
@@ -134,11 +137,12 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
         const status = await poster.post(target.url, body, {
           'content-type': 'application/json', 'x-bus-event': 'overdue', ...signWebhook(target.secret, id, timestamp, body)
         }, closing.signal)
-        if (status >= 200 && status < 300) return
+        if (status >= 200 && status < 300) return counted('overdue', 'delivered')
         failure = `status ${status}`
       } catch (err) {
         failure = (err as Error).message
       }
+      counted('overdue', attempt === OVERDUE_ATTEMPTS ? 'expired' : 'failed')
       await sleep(retryDelayMs(retryBaseMs, attempt), undefined, { signal: closing.signal }).catch(() => {})
     }
     log.warn({ message: overdue.seq, agent: target.name, host: hostOf(target.url), failure }, 'overdue webhook not delivered')

@@ -1,4 +1,4 @@
-import type { Storage } from '../storage.js'
+import type { Storage, StorageObserver } from '../storage.js'
 import { isPostgresUrl, openPostgres, type PostgresOptions } from './postgres.js'
 import { openSqlite } from './sqlite.js'
 
@@ -8,9 +8,10 @@ export interface StorageOptions {
   // SQLite's synchronous mode (BUS_SYNC); PostgreSQL's durability is the server's synchronous_commit.
   sync: 'full' | 'normal'
   log?: PostgresOptions['log']
+  observer?: StorageObserver
 }
 
 // Opens, and migrates, the engine BUS_DB names.
-export async function openStorage ({ url, sync, log }: StorageOptions): Promise<Storage> {
-  return isPostgresUrl(url) ? openPostgres({ url, log }) : openSqlite({ path: url, sync })
+export async function openStorage ({ url, sync, log, observer }: StorageOptions): Promise<Storage> {
+  return isPostgresUrl(url) ? openPostgres({ url, log, observer }) : openSqlite({ path: url, sync, observer })
 }

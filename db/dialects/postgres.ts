@@ -5,7 +5,7 @@ import { createGroupCommit, runAlone } from '../group-commit.js'
 import { migrateToLatest } from '../migrate.js'
 import { migrations } from '../migrations/postgres/index.js'
 import type { Database } from '../schema.js'
-import { StorageStartError, type ClusterLink, type Storage, type StorageFailure } from '../storage.js'
+import { StorageStartError, type ClusterLink, type Storage, type StorageFailure, type StorageObserver } from '../storage.js'
 
 // Several bus processes (nodes) on one PostgreSQL database. What this engine adds to the single-file one:
 // - Order. A sequence hands out seq before commit, so with two writers message 11 could become visible before
@@ -28,6 +28,7 @@ export interface PostgresOptions {
   log?: (level: 'info' | 'warn', message: string, err?: unknown) => void
   // Only for the test and the benchmark that show what the order lock prevents, and what it costs.
   unordered?: boolean
+  observer?: StorageObserver
 }
 
 // Without a parser, pg hands 64-bit integers (ids, seqs, count(*)) and numerics (sum) over as strings. Positions
@@ -55,7 +56,7 @@ function describeTarget (url: string): string {
   }
 }
 
-export async function openPostgres ({ url, poolSize = 10, log = () => {}, unordered = false }: PostgresOptions): Promise<Storage> {
+export async function openPostgres ({ url, poolSize = 10, log = () => {}, unordered = false, observer }: PostgresOptions): Promise<Storage> {
   try {
     // pg reads libpq-style URLs (?sslmode=, ?host=/socket/dir …) itself; this only refuses what is not a URL at all.
     new URL(url) // eslint-disable-line no-new
@@ -121,10 +122,11 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
     throw new StorageStartError(`cannot migrate the database at ${target}: ${oneLine(err)}`)
   }
 
-  const link = createClusterLink(pool, config, log)
+  const link = createClusterLink(pool, config, log, observer?.notification)
   const ordered = createGroupCommit(db, {
     beginOrdered: unordered ? undefined : async (trx) => { await trx.executeQuery(ORDER) },
-    savepoints: false
+    savepoints: false,
+    onCommit: observer?.commit
   })
   return {
     engine: 'postgresql',
@@ -151,6 +153,7 @@ export async function openPostgres ({ url, poolSize = 10, log = () => {}, unorde
     }),
     claimRows: (table) => sql`for update of ${sql.id(table)} skip locked`,
     textList: (json) => sql<{ value: string }>`select value from jsonb_array_elements_text(cast(${json} as jsonb))`,
+    pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async close () {
       await link.close()
       await db.destroy()
@@ -203,7 +206,8 @@ const RECONNECT_MAX_MS = 5000
 
 // NOTIFY from the pool, LISTEN on a client of its own. Each node tags what it sends, and drops its own echo. Payloads
 // published in one turn of the event loop go out in as few notifications as fit.
-function createClusterLink (pool: pg.Pool, config: pg.ClientConfig, log: NonNullable<PostgresOptions['log']>): ClusterLink & { close: () => Promise<void> } {
+function createClusterLink (pool: pg.Pool, config: pg.ClientConfig, log: NonNullable<PostgresOptions['log']>,
+  received = (): void => {}): ClusterLink & { close: () => Promise<void> } {
   const node = randomUUID()
   let queue: string[] = []
   let flushing = false
@@ -267,6 +271,7 @@ function createClusterLink (pool: pg.Pool, config: pg.ClientConfig, log: NonNull
         c.on('notification', (message) => {
           const [from, ...payloads] = (message.payload ?? '').split('\n')
           if (from === node) return
+          received()
           for (const payload of payloads) onPayload(payload)
         })
         try {

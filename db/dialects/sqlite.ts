@@ -6,7 +6,7 @@ import { createGroupCommit } from '../group-commit.js'
 import { migrateToLatest } from '../migrate.js'
 import { migrations } from '../migrations/sqlite/index.js'
 import type { Database } from '../schema.js'
-import type { Storage } from '../storage.js'
+import type { Storage, StorageObserver } from '../storage.js'
 import { lockDatabase } from './sqlite-lock.js'
 
 // The embedded engine: one process owns one SQLite file (db/dialects/sqlite-lock.ts), so it needs no wake-ups
@@ -156,9 +156,10 @@ export function describeStorageError (err: unknown): string | undefined {
 export interface SqliteOptions {
   path: string
   sync: 'full' | 'normal'
+  observer?: StorageObserver
 }
 
-export async function openSqlite ({ path, sync }: SqliteOptions): Promise<Storage> {
+export async function openSqlite ({ path, sync, observer }: SqliteOptions): Promise<Storage> {
   // Locked before SQLite opens the file, so that a refused bus never touches it.
   const lock = path === ':memory:' ? undefined : await lockDatabase(path)
   const checkFile = lock?.fileProblem ?? (() => undefined)
@@ -178,7 +179,7 @@ export async function openSqlite ({ path, sync }: SqliteOptions): Promise<Storag
   return {
     engine: 'sqlite',
     db,
-    write: createGroupCommit(db),
+    write: createGroupCommit(db, { onCommit: observer?.commit }),
     schemaVersion: Object.keys(migrations).at(-1) as string,
     size: async () => sizeBytes(),
     problem: writeProblem,
@@ -197,6 +198,7 @@ export async function openSqlite ({ path, sync }: SqliteOptions): Promise<Storag
     // One writer at a time: a row this process selects cannot be claimed by anyone else.
     claimRows: undefined,
     textList: (json) => sql<{ value: string }>`select value from json_each(${json})`,
+    pool: undefined,
     async close () {
       // In this order: closing the lock's descriptor first would drop SQLite's fcntl locks on the file (close(2)
       // releases all of a process's fcntl locks on it), letting another process take the WAL from under it.
