@@ -53,7 +53,9 @@ const metrics: FastifyPluginAsync = async (app) => {
           help: 'Time to answer an HTTP request, by route, method and status (streams and long-polls: how long they were open).',
           buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
           registers
-        }
+        },
+        // Made even when off: kept out of every registry, the global one included, where a second app would clash.
+        summary: { registers: [] }
       }
     }
   })

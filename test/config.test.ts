@@ -7,6 +7,7 @@ t.test('defaults match the documented ones', async (t) => {
     HOST: '127.0.0.1',
     PORT: 8091,
     BUS_DB: './data/bus.db',
+    BUS_METRICS: true,
     BUS_OPEN_REGISTRATION: false,
     BUS_OFFLINE_AFTER_S: 300,
     BUS_ARCHIVE_AFTER_S: 604800,
