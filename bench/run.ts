@@ -18,10 +18,10 @@ import { monotonicMs, rssBytes } from './proc.js'
 import { createQueue, drain, fillQueue, paced, subscribeAll } from './work.js'
 
 const quick = process.argv.includes('--quick')
-// --only send|inbox|fanout|work: one group of workloads (and the ceiling), for working on one of them.
+// --only send|inbox|fanout|work|metrics: one group of workloads (and the ceiling), for working on one of them.
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt < 0 ? undefined : process.argv[onlyAt + 1]
-const runs = (group: 'send' | 'inbox' | 'fanout' | 'work'): boolean => only === undefined || only === group
+const runs = (group: 'send' | 'inbox' | 'fanout' | 'work' | 'metrics'): boolean => only === undefined || only === group
 // --engine sqlite|postgresql: one engine's workloads (and the ceiling); both by default.
 const engineAt = process.argv.indexOf('--engine')
 const engine = engineAt < 0 ? undefined : process.argv[engineAt + 1]
@@ -707,6 +707,39 @@ try {
       send: results.send_full as Load | undefined,
       sendRow: 'send, BUS_SYNC=full'
     })
+  }
+
+  // 8. What metrics cost: sends and inbox reads with BUS_METRICS off (the baseline) and on, alternated twice so that
+  // a drift of the machine meets both alike; and how long a scrape of /metrics takes.
+  if (runs('metrics') && onEngine('sqlite')) {
+    const sum = { send: { false: 0, true: 0 }, inbox: { false: 0, true: 0 } }
+    const scrapes: number[] = []
+    for (const round of [1, 2]) {
+      for (const metrics of ['false', 'true'] as const) {
+        const bus = await start('dist/server.js', { BUS_DB: join(work, `metrics-${metrics}-${round}.db`), BUS_METRICS: metrics })
+        const { tokens, names } = await registerAgents(bus.base, 100)
+        sum.send[metrics] += (await measure(bus.base, 'send', tokens, names)).rps
+        sum.inbox[metrics] += (await measure(bus.base, 'inbox', tokens, names)).rps
+        for (let i = 0; metrics === 'true' && i < 20; i++) {
+          const began = performance.now()
+          const res = await fetch(`${bus.base}/metrics`)
+          if (!res.ok) throw new Error(`GET /metrics: ${res.status}`)
+          await res.arrayBuffer()
+          scrapes.push(performance.now() - began)
+        }
+        await stop(bus)
+      }
+    }
+    const cost = (kind: 'send' | 'inbox') => ({ off: sum[kind].false / 2, on: sum[kind].true / 2, ratio: sum[kind].true / sum[kind].false })
+    const scrapeMs = scrapes.sort((a, b) => a - b)[Math.floor(scrapes.length / 2)]
+    results.metrics = { send: cost('send'), inbox: cost('inbox'), scrapeMsP50: scrapeMs }
+    for (const kind of ['send', 'inbox'] as const) {
+      const c = cost(kind)
+      const perRequestUs = (1 / c.on - 1 / c.off) * 1e6
+      rows.push([`${kind} with metrics on, vs off (BUS_METRICS=false)`, `${fmt(c.on)} vs ${fmt(c.off)} req/s = ${ratio(c.on, c.off)}`,
+        `${fmt(perRequestUs, 1)} µs more per request, mean of 2 alternated runs each`])
+    }
+    rows.push(['GET /metrics, 100 agents', `p50 ${fmt(scrapeMs, 2)} ms per scrape`, '20 scrapes after each loaded run'])
   }
 
   // 6. PostgreSQL (fsync and synchronous_commit on, as a real server): nodes on one database, 1 to 3 of them.
