@@ -45,6 +45,13 @@ function ago (iso) {
   return new Date(iso).toLocaleDateString()
 }
 
+function due (iso) {
+  if (!iso) return ''
+  const s = Math.round((Date.parse(iso) - Date.now()) / 1000)
+  if (s <= 0) return 'due now'
+  return s < 60 ? `in ${s} s` : s < 3600 ? `in ${Math.round(s / 60)} min` : `in ${Math.round(s / 3600)} h`
+}
+
 function bytes (n) {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
   let i = 0
@@ -102,7 +109,7 @@ function render (s) {
     m.queue ? '' : `${m.read}/${m.copies}`,
     ago(m.created_at)
   ], 'No messages yet.')
-  rows($('webhooks'), s.failing_webhooks, (w) => [w.agent, w.host ?? '', [String(w.pending), 'num'], [String(w.attempts), 'num'], ago(w.next_at).replace(' ago', '')], 'None failing.')
+  rows($('webhooks'), s.failing_webhooks, (w) => [w.agent, w.host ?? '', [String(w.pending), 'num'], [String(w.attempts), 'num'], due(w.next_at)], 'None failing.')
   rows($('topics'), s.topics, (t) => [t.name, [String(t.subscribers), 'num']], 'No topics.')
   rows($('queues'), s.queues, (q) => [q.name, [String(q.available), 'num'], [String(q.delayed), 'num'], [String(q.leased), 'num'], [String(q.dead), q.dead > 0 ? 'num p-urgent' : 'num']], 'No queues.')
   drawChart(s.traffic)

@@ -60,7 +60,7 @@ const MIN_GAP_MS = 250
 const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs = 5000 }) => {
   await app.register(fastifySSE, { heartbeatInterval: 15_000 })
   const startedAt = Date.now()
-  const traffic = new Traffic()
+  let traffic = new Traffic()
   interface Viewer { show: (made: Snapshot) => void, end: () => void }
   const viewers = new Set<Viewer>()
   let latest: Snapshot | undefined
@@ -107,6 +107,8 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
       timer = setInterval(refresh, refreshMs)
       timer.unref()
       latest = undefined
+      // Counted afresh: while no dashboard was open, nothing kept up with what was stored.
+      traffic = new Traffic()
     }
     if (latest !== undefined) viewer.show(latest)
     else refresh()
