@@ -46,11 +46,12 @@ const metrics: FastifyPluginAsync = async (app) => {
     defaultMetrics: { enabled: true, register: registry },
     routeMetrics: {
       enabled: { histogram: true, summary: false },
-      routeBlacklist: ['/metrics'],
+      // A stream's time is how long its reader stayed (agent_bus_open_readers counts them), not a latency.
+      routeBlacklist: ['/metrics', '/stream', '/dashboard/events'],
       overrides: {
         histogram: {
           name: 'agent_bus_http_request_duration_seconds',
-          help: 'Time to answer an HTTP request, by route, method and status (streams and long-polls: how long they were open).',
+          help: 'Time to answer an HTTP request, by route, method and status (a long-poll: with its wait; streams are left out).',
           buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
           registers
         },
@@ -76,7 +77,7 @@ const metrics: FastifyPluginAsync = async (app) => {
   for (const kind of ['stream', 'poll', 'claim']) readers.set({ kind }, 0)
 
   // From the database, at each scrape.
-  const up = new Gauge({ name: 'agent_bus_database_up', help: '1 if the last scrape could read the database, else 0 (the database figures below are then those of the scrape before).', registers })
+  const up = new Gauge({ name: 'agent_bus_database_up', help: '1 if the database answers and takes writes (as GET /health), else 0 (when it cannot be read, the database figures are those of the scrape before).', registers })
   const info = new Gauge({ name: 'agent_bus_info', help: 'The engine and schema version of the database, as labels; always 1.', labelNames: ['engine', 'schema_version'], registers })
   const agents = new Gauge({ name: 'agent_bus_agents', help: 'Agents by state: registered, and online (of the registered).', labelNames: ['state'], registers })
   const messages = new Gauge({ name: 'agent_bus_messages', help: 'Messages in the database by priority, archived ones included (every node reports the same).', labelNames: ['priority'], registers })
@@ -114,7 +115,8 @@ const metrics: FastifyPluginAsync = async (app) => {
       backlog.set(pending)
       queued.reset()
       for (const q of queues) for (const state of ['available', 'delayed', 'leased', 'dead'] as const) queued.set({ queue: q.name, state }, q[state])
-      up.set(1)
+      // A database that reads but cannot keep a write (disk full, file deleted, read-only) is down for the bus.
+      up.set(storage.problem() === undefined ? 1 : 0)
     } catch (err) {
       if (storage.describeError(err) === undefined) throw err
       up.set(0)
