@@ -128,6 +128,10 @@ ${nodes.map((node) => `        server ${new URL(node.base).host} max_fails=1 fai
 }
 
 // The complete example, as an operator runs it (it reads /var/log/nginx and /var/lib/nginx, hence root only).
+// Nodes, nginx and several streams per test: under a fully loaded machine (CI on Node 24 beside other work) the file
+// ran past the 120 s default.
+t.setTimeout(600_000)
+
 t.test('deploy/nginx.conf passes nginx -t', { skip: skip || (!isRoot && 'nginx -t on deploy/nginx.conf opens /var/log/nginx: root only') }, async (t) => {
   if (!existsSync(NGINX)) throw new Error(`${NGINX} is missing: .ci/run installs it on CI`)
   const dir = t.testdir()
