@@ -144,7 +144,7 @@ export async function buildApp (config: Config, { logger = false, loops = true, 
     }
     reply.code(404).send({ statusCode: 404, code: 'BUS_ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${path}` })
   })
-  await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, metricsToken: config.BUS_METRICS_TOKEN, seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
+  await app.register(auth, { adminToken: config.BUS_ADMIN_TOKEN, metricsToken: config.BUS_METRICS_TOKEN, operatorOpen: LOOPBACK.test(config.HOST), seenEveryMs: Math.min(5000, offlineAfterMs / 10) })
   await app.register(heartbeat, { offlineAfterMs, intervalMs: loops ? Math.min(offlineAfterMs / 4, 30_000) : 0 })
   await app.register(archiver, {
     maxAgeMs: config.BUS_ARCHIVE_AFTER_S * 1000,

@@ -140,8 +140,7 @@ export function messageOperations ({ db, write, notifier, readers, cache, maxMes
       if (read.length === 0 && waitMs > 0) read = await longPoll(me, waitMs, signal, readPage)
       const page = pageOf(read, limit, (last) => encodeCursor(rankOf(last.priority), last.id))
       // Only what is answered counts as delivered; the rest comes with the next page.
-      await recordDelivery(write, agent.id, page.messages)
-      observer.delivered('inbox', page.messages.length)
+      observer.delivered('inbox', await recordDelivery(write, agent.id, page.messages))
       return page
     },
 

@@ -1,7 +1,8 @@
 // What the bus reports of its own work, for metrics (plugins/metrics.ts): counts of what this process did. The core
 // calls it after the fact (after the commit, as it publishes events); it never changes what the bus does.
 export type MessageKind = 'direct' | 'broadcast' | 'topic' | 'queue'
-// How messages reach their agents: an inbox read (long-polls included), a stream, a queue claim.
+// How messages reach their agents the first time: an inbox read (long-polls included), a stream; and queue claims
+// (each lease, redeliveries included).
 export type DeliveryPath = 'inbox' | 'stream' | 'claim'
 // Readers held open: SSE streams, inbox long-polls, claims that wait for work.
 export type ReaderKind = 'stream' | 'poll' | 'claim'

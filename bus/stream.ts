@@ -125,8 +125,7 @@ export function streamOperations ({ db, write, notifier, readers, cache, maxMess
               yield { id: eventId(position), event: 'message', data: message }
             }
             if (over()) return
-            await recordDelivery(write, agent.id, batch)
-            observer.delivered('stream', batch.length)
+            observer.delivered('stream', await recordDelivery(write, agent.id, batch))
             // Everything up to the last sync has been read: until an event, or the backstop (bus/backstop.ts), wakes it.
             if (batch.length === 0) {
               watch.caughtUp(synced)

@@ -112,6 +112,7 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
     const outcomes: Outcome[] = new Array(batch.length)
     const steps = stepsOf(batch)
     const started = performance.now()
+    let committed = false
     try {
       // A failed write's ROLLBACK is safe even when SQLite already rolled the whole transaction back by itself (a
       // full disk, an I/O error): db/open.ts makes that ROLLBACK a no-op, so execute() rethrows the first error.
@@ -136,7 +137,7 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
           }
         }
       })
-      onCommit?.(batch.length, (performance.now() - started) / 1000)
+      committed = true
     } catch (err) {
       if (savepoints || batch.length === 1) {
         for (const item of batch) item.reject(err)
@@ -154,6 +155,7 @@ export function createGroupCommit (db: Kysely<Database>, { maxBatch = 256, begin
         }
       }
     }
+    if (committed) onCommit?.(batch.length, (performance.now() - started) / 1000)
     batch.forEach((item, i) => {
       const outcome = outcomes[i]
       if ('value' in outcome) item.resolve(outcome.value)

