@@ -6,6 +6,8 @@ import type { Database } from './schema.js'
 
 // Agents shown; the rest are counted.
 const AGENTS_SHOWN = 200
+// Broadcast and topic copies not yet made, counted per agent up to this many.
+const PENDING_AT_MOST = 10_000
 
 // Registered agents, online first, with their unread copies: rows not yet acknowledged, plus the broadcast and topic
 // messages stored since the agent last read, which become rows on its next read (db/messages.ts syncBroadcasts).
@@ -14,7 +16,8 @@ export async function agentsOverview (db: Kysely<Database>) {
     .select((eb) => ['a.name', 'a.online', 'a.last_seen_at', 'a.registered_at',
       eb.selectFrom('deliveries as d').select((s) => s.fn.countAll<number>().as('n'))
         .whereRef('d.recipient_id', '=', 'a.id').where('d.read_at', 'is', null).as('unread'),
-      eb.selectFrom('messages as m').select((s) => s.fn.countAll<number>().as('n'))
+      // Counted up to PENDING_AT_MOST: an agent that never reads must not make every snapshot walk its whole backlog.
+      eb.selectFrom((p) => p.selectFrom('messages as m').select('m.seq')
         .where('m.recipients', 'is', null).whereRef('m.seq', '>', 'a.broadcasts_upto').whereRef('m.sender_id', '!=', 'a.id')
         .where((m) => m.or([
           m('m.topic', 'is', null),
@@ -23,7 +26,8 @@ export async function agentsOverview (db: Kysely<Database>) {
         ]))
         .where((m) => m.not(m.exists(m.selectFrom('deliveries as o').select('o.message_seq')
           .whereRef('o.message_seq', '=', 'm.seq').whereRef('o.recipient_id', '=', 'a.id'))))
-        .as('pending')])
+        .limit(PENDING_AT_MOST).as('p'))
+        .select((s) => s.fn.countAll<number>().as('n')).as('pending')])
     .orderBy('a.online', 'desc').orderBy('a.name').limit(AGENTS_SHOWN + 1).execute()
   return {
     agents: rows.slice(0, AGENTS_SHOWN).map((r) => ({
@@ -36,17 +40,16 @@ export async function agentsOverview (db: Kysely<Database>) {
   }
 }
 
-// The newest messages, with how many copies were delivered and read.
+// The newest messages, with how many copies were delivered and read: one pass over their deliveries.
 export async function latestMessages (db: Kysely<Database>, limit: number) {
   const rows = await db.selectFrom('messages as m').innerJoin('agents as s', 's.id', 'm.sender_id')
     .select((eb) => ['m.seq', 's.name as sender', 'm.recipients', 'm.topic', 'm.queue', 'm.subject', 'm.priority', 'm.created_at',
-      eb.selectFrom('deliveries as d').select((d) => d.fn.countAll<number>().as('n')).whereRef('d.message_seq', '=', 'm.seq').as('copies'),
-      eb.selectFrom('deliveries as d').select((d) => d.fn.countAll<number>().as('n')).whereRef('d.message_seq', '=', 'm.seq')
-        .where('d.delivered_at', 'is not', null).as('delivered'),
-      eb.selectFrom('deliveries as d').select((d) => d.fn.countAll<number>().as('n')).whereRef('d.message_seq', '=', 'm.seq')
-        .where('d.read_at', 'is not', null).as('read'),
       eb.selectFrom('queue_entries as q').select('q.acked_at').whereRef('q.message_seq', '=', 'm.seq').as('acked_at')])
     .orderBy('m.seq', 'desc').limit(limit).execute()
+  const counts = new Map((rows.length === 0 ? [] : await db.selectFrom('deliveries')
+    .select((eb) => ['message_seq', eb.fn.countAll<number>().as('copies'), eb.fn.count<number>('delivered_at').as('delivered'),
+      eb.fn.count<number>('read_at').as('read')])
+    .where('message_seq', 'in', rows.map((r) => r.seq)).groupBy('message_seq').execute()).map((c) => [c.message_seq, c]))
   return rows.map((r) => ({
     id: r.seq,
     from: r.sender,
@@ -59,9 +62,9 @@ export async function latestMessages (db: Kysely<Database>, limit: number) {
     created_at: r.created_at,
     // Copies made so far (a broadcast's are made as its recipients read), and of those, delivered and read; a queue
     // message has no copies: acked tells.
-    copies: Number(r.copies),
-    delivered: Number(r.delivered),
-    read: Number(r.read),
+    copies: Number(counts.get(r.seq)?.copies ?? 0),
+    delivered: Number(counts.get(r.seq)?.delivered ?? 0),
+    read: Number(counts.get(r.seq)?.read ?? 0),
     acked: r.acked_at !== null && r.acked_at !== undefined
   }))
 }
