@@ -1,18 +1,14 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { chromium, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import t from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
 import { testDb } from '../helper.js'
 import { openStream } from '../sse.js'
+import { openBrowser, skip } from './chromium.js'
 
-// The dashboard in a real browser: Debian's Chromium, driven by playwright-core (never a downloaded browser).
-const CHROMIUM = '/usr/bin/chromium'
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync']
-const skip = !existsSync(CHROMIUM) && process.env.CI === undefined ? `no ${CHROMIUM}: apt-get install chromium` : false
+// The dashboard in a real browser (./chromium.ts).
 
 const ADMIN = 'admin-token-for-the-dashboard-test'
 const METRICS = 'metrics-token-for-the-dashboard-test'
@@ -47,12 +43,7 @@ t.test('the dashboard asks for a token, lists agents, shows a new message live a
   t.teardown(() => stream.close())
   await stream.opened
 
-  const profile = mkdtempSync(join(tmpdir(), 'agent-bus-chromium-'))
-  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } })
-  t.teardown(async () => {
-    await browser.close()
-    rmSync(profile, { recursive: true, force: true })
-  })
+  const browser = await openBrowser(t, { viewport: { width: 1280, height: 900 } })
   const page = await browser.newPage()
   const errors: string[] = []
   page.on('pageerror', (err) => errors.push(err.message))
@@ -115,12 +106,7 @@ t.test('on a bus without tokens the dashboard opens without asking', { skip }, a
   t.teardown(() => app.close())
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   await app.inject({ method: 'POST', url: '/agents', payload: { name: 'solo' } })
-  const profile = mkdtempSync(join(tmpdir(), 'agent-bus-chromium-'))
-  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS })
-  t.teardown(async () => {
-    await browser.close()
-    rmSync(profile, { recursive: true, force: true })
-  })
+  const browser = await openBrowser(t)
   const page = await browser.newPage()
   await page.goto(`${base}/dashboard`)
   await (await agentRow(page, 'solo')).waitFor({ timeout: WAIT_MS })

@@ -1,17 +1,10 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { chromium, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import t from 'tap'
 import { build, register } from '../helper.js'
+import { openBrowser, skip } from './chromium.js'
 
-// Swagger UI in a real browser: Debian's Chromium, driven by playwright-core (never a downloaded browser).
-const CHROMIUM = '/usr/bin/chromium'
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync']
-
-// .ci/run installs Chromium; a developer's machine without it skips, saying why.
-const skip = !existsSync(CHROMIUM) && process.env.CI === undefined ? `no ${CHROMIUM}: apt-get install chromium` : false
+// Swagger UI in a real browser (./chromium.ts).
 
 async function execute (page: Page, operation: string): Promise<{ status: string, body: string }> {
   const block = page.locator(`#operations-${operation}`)
@@ -25,13 +18,7 @@ async function execute (page: Page, operation: string): Promise<{ status: string
 t.test('"Try it out" works as Swagger UI proposes it, and the token survives a reload', { skip }, async (t) => {
   const app = await build(t)
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
-  // A fresh profile per run: nothing from an earlier run (a stored token) can make the test pass.
-  const profile = mkdtempSync(join(tmpdir(), 'agent-bus-chromium-'))
-  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS })
-  t.teardown(async () => {
-    await browser.close()
-    rmSync(profile, { recursive: true, force: true })
-  })
+  const browser = await openBrowser(t)
   const page = await browser.newPage()
   await page.goto(`${base}/docs`)
   await page.locator('#operations-agents-registerAgent').waitFor()
