@@ -73,11 +73,13 @@ export async function webhookDelivered (db: Db, seq: number, recipientId: number
     .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).execute()
 }
 
-// A failure: try again at nextAt, or never (null) once the message is too old.
+// A failure: try again at nextAt, or never (null) once the message is too old. Only while the attempt is still
+// pending: a webhook removed (or the agent deregistered) while the POST was in flight cleared it, and a failure that
+// ends afterwards must not queue it again.
 export async function webhookFailed (db: Db, seq: number, recipientId: number, nextAt: string | null): Promise<void> {
   await db.updateTable('deliveries')
     .set((eb) => ({ webhook_next_at: nextAt, webhook_attempts: eb('webhook_attempts', '+', 1) }))
-    .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).execute()
+    .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).where('webhook_next_at', 'is not', null).execute()
 }
 
 // Queues a webhook for every message not yet delivered to the agent (a webhook set after messages arrived).

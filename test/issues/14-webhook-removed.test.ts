@@ -2,7 +2,7 @@ import type { Test } from 'tap'
 import t from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
-import { claimWebhooks, setWebhook } from '../../db/webhooks.js'
+import { claimWebhooks, setWebhook, webhookFailed } from '../../db/webhooks.js'
 import { register, send, testDb, type Registered } from '../helper.js'
 
 // The dispatcher is off (webhookPollMs 0), so the due rows stay as the test leaves them.
@@ -65,4 +65,23 @@ t.test('an agent that sets a webhook again gets its undelivered messages queued 
   await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { webhook_url: null } })
   await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { webhook_url: 'http://127.0.0.1:10/h' } })
   t.equal(await pending(app, 'bob'), 3)
+})
+
+t.test('an attempt that fails after the webhook was removed does not queue it again', async (t) => {
+  const app = await quietApp(t)
+  const alice = await register(app, 'alice')
+  const bob = await withHook(app, 'bob')
+  await send(app, alice, { to: 'bob', body: 'in flight' })
+  const [attempt] = await claimWebhooks(app.storage, later(), later(), 64)
+  t.equal(attempt.recipient, 'bob')
+  // The POST is under way when bob removes his webhook; it fails afterwards.
+  await app.inject({ method: 'PATCH', url: '/agents/bob', headers: bob.auth, payload: { webhook_url: null } })
+  await webhookFailed(app.db, attempt.message.id, attempt.recipientId, later())
+  t.equal(await pending(app, 'bob'), 0, 'nothing pending for an agent without a webhook')
+  // While the attempt is still pending, a failure schedules the next one as before.
+  await withHook(app, 'carol')
+  await send(app, alice, { to: 'carol', body: 'retry me' })
+  const [retry] = await claimWebhooks(app.storage, later(), later(), 64)
+  await webhookFailed(app.db, retry.message.id, retry.recipientId, later())
+  t.equal(await pending(app, 'carol'), 1, 'a failure while pending is tried again')
 })

@@ -119,8 +119,13 @@ t.test('a node killed while holding webhook attempts: another delivers them afte
   const [survivor] = await startNodes(t, 1, env, db)
   await until('the attempt taken over', () => hook.hits.length >= 2, 15_000)
   t.equal(JSON.parse(hook.hits[1].body).id, id)
-  const message = await (await get(survivor.base, `/messages/${id}`, alice.token)).json()
-  t.match(message.receipts, [{ agent: 'bob', delivered_at: String }])
+  // The receiver counts the hit when the POST arrives; the survivor records the delivery after the 200.
+  let receipts: unknown
+  await until('the delivery recorded', async () => {
+    receipts = (await (await get(survivor.base, `/messages/${id}`, alice.token)).json()).receipts
+    return (receipts as Array<{ delivered_at: string | null }>)[0]?.delivered_at != null
+  })
+  t.match(receipts, [{ agent: 'bob', delivered_at: String }])
 })
 
 t.test('SIGKILL one node under load: every 201 stored once; a stream resumed on a survivor misses and repeats nothing', pgOnly, async (t) => {
