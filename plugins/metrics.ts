@@ -33,6 +33,11 @@ export interface Telemetry {
 // - what the database holds (agents, stored and unread messages, queue depths, webhook backlog, size): read at each
 //   scrape, so they are right across restarts, and every node of a cluster reports the same figures.
 // Registered before the database, whose group commit reports its batches here.
+// Queue names are labels, and any agent may create queues: the deepest MAX_QUEUE_SERIES have series of their own, the
+// rest are summed under queue="_other" (no queue can be named so), so that a flood of queues cannot flood a scrape.
+const MAX_QUEUE_SERIES = 100
+const QUEUE_STATES = ['available', 'delayed', 'leased', 'dead'] as const
+
 const metrics: FastifyPluginAsync = async (app) => {
   const registry = new Registry()
   const registers = [registry]
@@ -85,7 +90,7 @@ const metrics: FastifyPluginAsync = async (app) => {
   const archived = new Gauge({ name: 'agent_bus_archived_messages', help: 'Messages moved to the archive.', registers })
   const size = new Gauge({ name: 'agent_bus_database_size_bytes', help: 'Bytes the database takes.', registers })
   const backlog = new Gauge({ name: 'agent_bus_webhook_pending', help: 'Webhook deliveries waiting for an attempt or a retry.', registers })
-  const queued = new Gauge({ name: 'agent_bus_queue_messages', help: 'Messages of each work queue by state: available, delayed, leased, dead.', labelNames: ['queue', 'state'], registers })
+  const queued = new Gauge({ name: 'agent_bus_queue_messages', help: `Messages of each work queue by state: available, delayed, leased, dead (the ${MAX_QUEUE_SERIES} deepest queues; the rest summed as queue="_other").`, labelNames: ['queue', 'state'], registers })
 
   const bus: BusObserver = {
     stored: (kind) => { stored.inc({ kind }) },
@@ -114,7 +119,11 @@ const metrics: FastifyPluginAsync = async (app) => {
       size.set(bytes)
       backlog.set(pending)
       queued.reset()
-      for (const q of queues) for (const state of ['available', 'delayed', 'leased', 'dead'] as const) queued.set({ queue: q.name, state }, q[state])
+      const depth = (q: typeof queues[number]) => q.available + q.delayed + q.leased + q.dead
+      const deepest = queues.sort((a, b) => depth(b) - depth(a) || a.name.localeCompare(b.name))
+      for (const q of deepest.slice(0, MAX_QUEUE_SERIES)) for (const state of QUEUE_STATES) queued.set({ queue: q.name, state }, q[state])
+      const rest = deepest.slice(MAX_QUEUE_SERIES)
+      if (rest.length > 0) for (const state of QUEUE_STATES) queued.set({ queue: '_other', state }, rest.reduce((sum, q) => sum + q[state], 0))
       // A database that reads but cannot keep a write (disk full, file deleted, read-only) is down for the bus.
       up.set(storage.problem() === undefined ? 1 : 0)
     } catch (err) {

@@ -506,6 +506,28 @@ t.test('database gauges: agents, messages by priority, unread copies, queues; th
   t.equal(s3.value('agent_bus_agents', { state: 'registered' }), after.agents.total)
 })
 
+t.test('queue series: the 100 deepest queues have their own, the rest are summed as queue="_other"', async (t) => {
+  const app = await build(t)
+  const alice = await register(app, 'alice')
+  const bob = await register(app, 'bob')
+  // 100 queues of two messages, named after three of one message each: depth, not the name, picks the series.
+  const deep = Array.from({ length: 100 }, (_, i) => `z${String(i).padStart(3, '0')}`)
+  for (const name of ['a0', 'a1', 'a2', ...deep]) await ok(await post(app, alice, '/queues', { name }), 201)
+  for (const name of deep) for (const n of [1, 2]) await ok(await send(app, alice, { queue: name, body: `${name} ${n}` }), 201)
+  for (const name of ['a0', 'a1', 'a2']) await ok(await send(app, alice, { queue: name, body: name }), 201)
+  t.equal((await ok(await post(app, bob, '/queues/a1/claim', { limit: 1 }))).messages.length, 1)
+
+  const s = await scrape(app)
+  const queues = new Set(s.samples('agent_bus_queue_messages').map((m) => m.labels?.queue))
+  t.equal(queues.size, 101, '100 queues and _other')
+  t.ok(deep.every((name) => queues.has(name)), 'the deepest 100 have their own series')
+  t.notOk(queues.has('a0') || queues.has('a1') || queues.has('a2'), 'the shallower three do not')
+  t.strictSame(Object.fromEntries(s.samples('agent_bus_queue_messages', { queue: '_other' }).map((m) => [m.labels?.state, Number(m.value)])),
+    { available: 2, delayed: 0, leased: 1, dead: 0 }, 'the three summed by state')
+  t.strictSame(Object.fromEntries(s.samples('agent_bus_queue_messages', { queue: 'z042' }).map((m) => [m.labels?.state, Number(m.value)])),
+    { available: 2, delayed: 0, leased: 0, dead: 0 })
+})
+
 t.test('access: open without tokens; with tokens only the admin and metrics tokens read /metrics', async (t) => {
   t.test('no token configured: anyone reads it', async (t) => {
     const app = await build(t)
