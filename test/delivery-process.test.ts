@@ -46,8 +46,11 @@ t.test('webhook retries continue across a server restart, and the message arrive
   t.equal(hook.hits.filter((h) => h.status === 200).length, 1, 'exactly once')
   t.ok(hook.hits.every((h) => verify(bob.webhook_secret, h)), 'signatures verify')
   t.equal(JSON.parse(hook.hits[3].body).id, id)
-  const message = await (await fetch(`${base2}/messages/${id}`, { headers: { authorization: `Bearer ${alice.token}` } })).json()
-  t.match(message.receipts, [{ agent: 'bob', delivered_at: String }])
+  // The receiver has answered; the server records the delivery right after.
+  const receipts = async () => (await (await fetch(`${base2}/messages/${id}`, { headers: { authorization: `Bearer ${alice.token}` } })).json()).receipts
+  const recorded = Date.now() + 30_000
+  while ((await receipts())[0].delivered_at === null && Date.now() < recorded) await sleep(50)
+  t.match(await receipts(), [{ agent: 'bob', delivered_at: String }])
 })
 
 t.test('a reader that stops reading is cut off while the server\'s memory stays bounded, and its resume loses nothing', async (t) => {

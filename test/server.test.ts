@@ -26,7 +26,8 @@ t.test('the server starts as the README says, serves HTTP, and shuts down cleanl
   t.notMatch(server.output(), 'over the wire', 'message bodies never reach the log')
 
   server.child.kill('SIGTERM')
-  const [code] = await once(server.child, 'exit')
+  // 'close', not 'exit': it comes once the process's output has been read to the end.
+  const [code] = await once(server.child, 'close')
   t.equal(code, 0)
   t.match(server.output(), /"signal":"SIGTERM"/)
   t.notOk(existsSync(`${db}-wal`), 'the database was closed cleanly (WAL checkpointed and removed)')
@@ -35,7 +36,7 @@ t.test('the server starts as the README says, serves HTTP, and shuts down cleanl
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
   const server = startServer({ BUS_DB: join(t.testdir(), 'bus.db'), BUS_OFFLINE_AFTER_S: 'soon' })
   t.teardown(() => server.child.kill('SIGKILL'))
-  const [code] = await once(server.child, 'exit')
+  const [code] = await once(server.child, 'close')
   t.equal(code, 1)
   t.match(server.errors(), /BUS_OFFLINE_AFTER_S/)
 })
@@ -47,7 +48,7 @@ t.test('a PostgreSQL URL that cannot be used stops the start with one line namin
   ] as const) {
     const server = startServer({ BUS_DB: url })
     t.teardown(() => server.child.kill('SIGKILL'))
-    const [code] = await once(server.child, 'exit')
+    const [code] = await once(server.child, 'close')
     t.equal(code, 1, url)
     t.match(server.errors(), problem)
     t.equal(server.errors().trim().split('\n').length, 1, 'one line, no stack trace')

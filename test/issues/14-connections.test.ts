@@ -28,7 +28,8 @@ function startUnderLimit (t: Test, env: Record<string, string>) {
   let err = ''
   child.stdout.on('data', (d) => { out += d })
   child.stderr.on('data', (d) => { err += d })
-  const exited = once(child, 'exit').then(([code]) => code as number | null)
+  // 'close', not 'exit': it comes once the process's output has been read to the end.
+  const exited = once(child, 'close').then(([code]) => code as number | null)
   const port = new Promise<number>((resolve, reject) => {
     child.stdout.on('data', () => {
       const match = /"msg":"Server listening at http:\/\/127\.0\.0\.1:(\d+)"/.exec(out)
@@ -150,7 +151,7 @@ t.test('under-pressure\'s sample no longer ends a process whose descriptors ran 
   let err = ''
   child.stdout.on('data', (d) => { out += d })
   child.stderr.on('data', (d) => { err += d })
-  const [code] = await once(child, 'exit')
+  const [code] = await once(child, 'close')
   t.equal(code, 0, err)
   t.match(out, /^EMFILE\nalive [1-9]\d*\n$/, 'the descriptors ran out, samples were taken meanwhile, and the process lived on')
 })

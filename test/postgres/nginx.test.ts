@@ -152,12 +152,14 @@ t.test('a stream through nginx gets each message as it is sent, through either n
     const sent = await post(proxy.base, '/send', { to: 'bob', body: `m${i}` }, alice.token)
     t.equal(sent.status, 201)
     const { id } = await sent.json() as { id: number }
-    await stream.until(i + 1, 3000)
+    // Woken by the send (through LISTEN/NOTIFY when on another node), not by the 5 s re-read.
+    await stream.until(i + 1, 4500)
     t.match(stream.events[i], { type: 'message', id: String(id), data: { id, body: `m${i}`, from: 'alice' } }, `m${i} arrived after ${Date.now() - started} ms`)
   }
   stream.close()
   // nginx logs the stream when it ends: it was on one node, and sends reached it through the other.
-  await sleep(200)
+  const logged = Date.now() + 30_000
+  while (!proxy.accessLog().some((r) => r.uri === '/stream') && Date.now() < logged) await sleep(50)
   const log = proxy.accessLog()
   const streamed = log.find((r) => r.uri === '/stream')
   const sends = log.filter((r) => r.uri === '/send')

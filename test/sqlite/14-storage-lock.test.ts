@@ -20,7 +20,8 @@ const json = { 'content-type': 'application/json' }
 // How a second server ends: its exit code and stderr, or 'listening' (then it is stopped) if it was let in.
 async function refusal (env: Record<string, string>) {
   const server = startServer(env)
-  const exited = once(server.child, 'exit').then(([code]) => code as number)
+  // 'close', not 'exit': it comes once the process's stderr has been read to the end.
+  const exited = once(server.child, 'close').then(([code]) => code as number)
   const code = await Promise.race([exited, server.url.then(() => 'listening' as const, () => exited)])
   if (code === 'listening') {
     server.child.kill('SIGKILL')
