@@ -64,9 +64,14 @@ t.test('an endpoint that keeps failing gets no attempt while its circuit is open
 })
 
 t.test('after the cool-down one probe goes alone; its success closes the circuit, logged once, and the rest follow', async (t) => {
-  const hook = await receiver((n) => n <= 3 ? 503 : 200)
+  // Every attempt fails until the circuit has opened. Not "the first three": with four attempts in flight, the 200 of
+  // the fourth can be counted before the 503 of the third, and a success resets the failures in a row (as it should),
+  // so the circuit would never open.
+  let opened = (): boolean => false
+  const hook = await receiver(() => opened() ? 200 : 503)
   t.teardown(hook.close)
   const { app, said } = await logged(t, { BUS_WEBHOOK_RETRY_BASE_MS: '5', BUS_WEBHOOK_BREAKER_FAILURES: '3', BUS_WEBHOOK_BREAKER_COOLDOWN_MS: '300' })
+  opened = () => said(/circuit opened/) > 0
   await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
   const alice = await register(app, 'alice')
   for (let i = 0; i < 6; i++) await send(app, alice, { to: 'bob', body: `m${i}` })
