@@ -36,5 +36,3 @@ export async function freePort (): Promise<number> {
   await once(server, 'close')
   return port
 }
-
-export { rssBytes } from '../bench/proc.js'
