@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { createBus } from '../bus/bus.js'
 import { createLocalNotifier, Readers, type BusEvent } from '../bus/events.js'
-import { testStorage } from './helper.js'
+import { testStorage, until } from './helper.js'
 import { MessageCache } from '../db/message-cache.js'
 import { createTargetPolicy } from '../webhooks/target.js'
 import { messageStats } from '../db/stats.js'
@@ -34,15 +34,6 @@ async function setup (t: Test, { drop = () => false }: { drop?: (event: BusEvent
   return { bus, storage, notifier, readers, enroll, alice: await enroll('alice'), bob: await enroll('bob') }
 }
 
-// Waits until `what` holds, so that a test acts only once a reader is waiting.
-async function until (what: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5000
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error('timed out')
-    await sleep(5)
-  }
-}
-
 t.test('send, read the inbox, ack: the sender hears a receipt', async (t) => {
   const { bus, notifier, alice, bob } = await setup(t)
   const heard: BusEvent[] = []
@@ -65,7 +56,7 @@ t.test('a long-poll is answered by the send that wakes it', async (t) => {
   const { bus, readers, alice, bob } = await setup(t)
   const started = Date.now()
   const poll = bus.inbox(bob, { unread: true, waitMs: 10_000 })
-  await until(() => readers.count(bob.agent.id) === 1)
+  await until('bob\'s long-poll waits', () => readers.count(bob.agent.id) === 1)
   await bus.send(alice, { to: 'bob', body: 'wake up' })
   t.match((await poll).messages, [{ body: 'wake up' }])
   t.ok(Date.now() - started < 5000, 'answered at once, not at the end of the wait')
@@ -143,7 +134,7 @@ t.test('lost events cost latency, not messages: the backstop wakes the readers t
   const items = stream[Symbol.asyncIterator]()
   const live = items.next()
   const poll = bus.inbox(carol, { unread: true, waitMs: 60_000 })
-  await until(() => readers.count(bob.agent.id) === 1 && readers.count(carol.agent.id) === 1)
+  await until('bob\'s stream and carol\'s long-poll wait', () => readers.count(bob.agent.id) === 1 && readers.count(carol.agent.id) === 1)
   const pokes = new Map<number, number>()
   for (const watch of readers.all()) {
     const poke = watch.poke.bind(watch)
@@ -153,7 +144,7 @@ t.test('lost events cost latency, not messages: the backstop wakes the readers t
   const announced = (await bus.send(alice, { to: 'bob', body: 'announced' })).sent
   t.match((await live).value, { data: { id: announced.id } })
   const next = items.next()
-  await until(() => readers.all().find((w) => w.agentId === bob.agent.id)?.caughtUpTo === announced.id)
+  await until('bob\'s stream has read past the announced message', () => readers.all().find((w) => w.agentId === bob.agent.id)?.caughtUpTo === announced.id)
   pokes.clear()
   await bus.recheckReaders()
   t.same(pokes, new Map(), 'readers that read past every message are not woken')

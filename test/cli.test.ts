@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Client } from '@modelcontextprotocol/client'
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import t, { type Test } from 'tap'
-import { testDb } from './helper.js'
+import { testDb, until } from './helper.js'
 import { freePort, startServer } from './process.js'
 
 // Every test here starts real processes (a server, CLI runs, MCP clients): on a busy machine the file takes longer
@@ -111,14 +111,11 @@ t.test('tail prints messages as they arrive, and resumes after the server restar
   let out = ''
   tail.stdout.on('data', (d) => { out += d })
   const lines = (): Array<{ body: string }> => out.split('\n').filter(Boolean).map((line) => JSON.parse(line))
-  const until = async (what: () => boolean): Promise<void> => {
-    while (!what()) await sleep(20)
-  }
 
   await cli(['send', '--to', 'bob', 'one'], alice)
-  await until(() => lines().length === 1)
+  await until('tail prints one', () => lines().length === 1)
   await cli(['send', '--to', 'bob', 'two'], alice)
-  await until(() => lines().length === 2)
+  await until('tail prints two', () => lines().length === 2)
 
   server.child.kill('SIGTERM')
   await once(server.child, 'exit')
@@ -126,9 +123,9 @@ t.test('tail prints messages as they arrive, and resumes after the server restar
   // Sent before tail is back: it must come with the resumption, once.
   const three = await cli(['send', '--to', 'bob', 'three'], alice)
   t.equal(three.code, 0, three.err)
-  await until(() => lines().length >= 3)
+  await until('tail prints three, after the restart', () => lines().length >= 3)
   await cli(['send', '--to', 'bob', 'four'], alice)
-  await until(() => lines().length >= 4)
+  await until('tail prints four', () => lines().length >= 4)
   await sleep(300)
   t.strictSame(lines().map((m) => m.body), ['one', 'two', 'three', 'four'], 'each message once, in order')
   tail.kill('SIGINT')

@@ -2,7 +2,7 @@ import { connect } from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { testDb } from './helper.js'
+import { testDb, until } from './helper.js'
 import { startServer } from './process.js'
 import { openStream } from './sse.js'
 import { receiver, verify } from './webhook-receiver.js'
@@ -32,7 +32,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
   const bob = await registerOver(base, { name: 'bob', webhook_url: hook.url })
   const alice = await registerOver(base, { name: 'alice' })
   const id = (await (await sendOver(base, alice.token, { to: 'bob', body: 'survive a restart' })).json()).id
-  while (hook.hits.length < 1) await sleep(10)
+  await until('the first attempt arrived', () => hook.hits.length >= 1)
   first.child.kill('SIGTERM')
   await once(first.child, 'exit')
   const failedBeforeRestart = hook.hits.length
@@ -40,8 +40,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
   const second = startServer(env)
   t.teardown(() => second.child.kill('SIGKILL'))
   const base2 = await second.url
-  const deadline = Date.now() + 20_000
-  while (!hook.hits.some((h) => h.status === 200) && Date.now() < deadline) await sleep(50)
+  await until('an attempt is answered 200', () => hook.hits.some((h) => h.status === 200))
   await sleep(1000)
   t.ok(failedBeforeRestart < 4, 'the server restarted before the receiver accepted')
   t.equal(hook.hits.length, 4, 'three refusals, then one delivery')
@@ -50,8 +49,7 @@ t.test('webhook retries continue across a server restart, and the message arrive
   t.equal(JSON.parse(hook.hits[3].body).id, id)
   // The receiver has answered; the server records the delivery right after.
   const receipts = async () => (await (await fetch(`${base2}/messages/${id}`, { headers: { authorization: `Bearer ${alice.token}` } })).json()).receipts
-  const recorded = Date.now() + 30_000
-  while ((await receipts())[0].delivered_at === null && Date.now() < recorded) await sleep(50)
+  await until('the delivery is recorded', async () => (await receipts())[0].delivered_at !== null)
   t.match(await receipts(), [{ agent: 'bob', delivered_at: String }])
 })
 
@@ -64,9 +62,8 @@ t.test('a reader that stops reading is cut off while the server\'s memory stays 
   async function liveBytes (): Promise<number> {
     const seen = [...server.errors().matchAll(/^live memory: (\d+)$/gm)].length
     server.child.kill('SIGWINCH')
-    const deadline = Date.now() + 30_000
     let lines: RegExpMatchArray[] = []
-    while ((lines = [...server.errors().matchAll(/^live memory: (\d+)$/gm)]).length === seen && Date.now() < deadline) await sleep(20)
+    await until('the server reports its live memory', () => (lines = [...server.errors().matchAll(/^live memory: (\d+)$/gm)]).length !== seen)
     return Number(lines.at(-1)?.[1])
   }
   t.teardown(() => server.child.kill('SIGKILL'))
@@ -102,8 +99,7 @@ t.test('a reader that stops reading is cut off while the server\'s memory stays 
   await (await fetch(`${base}/inbox?limit=10`, { headers: { authorization: `Bearer ${alice.token}` } })).arrayBuffer()
   const before = await liveBytes()
   for (let i = 2; i < count; i++) t.equal((await sendOver(base, alice.token, { to: 'bob', body: `${i} ${body}` })).status, 201)
-  const deadline = Date.now() + 10_000
-  while (!/stream reader too slow/.test(server.output()) && Date.now() < deadline) await sleep(50)
+  await until('the server cuts the reader off', () => /stream reader too slow/.test(server.output()))
   const growth = await liveBytes() - before
   t.match(server.output(), /stream reader too slow: closing/, 'the server cut the reader off')
   t.ok(growth < 64 * 1024 * 1024, `live memory grew ${Math.round(growth / 1048576)} MB while ${Math.round(count * body.length / 1048576)} MB were queued for the reader`)

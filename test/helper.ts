@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { buildApp } from '../app.js'
 import { loadConfig } from '../config.js'
 import { openStorage } from '../db/dialects/index.js'
@@ -54,4 +55,16 @@ export async function register (app: TestApp, name: string, body: Record<string,
 
 export async function send (app: TestApp, from: Registered, payload: Record<string, unknown>, headers: Record<string, string> = {}) {
   return app.inject({ method: 'POST', url: '/send', headers: { ...from.auth, ...headers }, payload })
+}
+
+// Waits until `check` holds, looking every 25 ms: for a condition that the server (or a process under test) brings
+// about by itself. The deadline only keeps a broken build from hanging; it is not a speed assertion, so it is
+// generous (a loaded 2-core CI machine can lag by many seconds). Not for a negative check ("nothing more arrives
+// within X ms"), whose bound is the point of its test. `what` completes "timed out waiting until ...".
+export async function until (what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
+    await sleep(25)
+  }
 }

@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { engine, testDb } from './helper.js'
+import { engine, testDb, until } from './helper.js'
 import { startServer } from './process.js'
 
 // Work queues with competing consumers in processes of their own (test/fixtures/queue-consumer.ts): on SQLite three
@@ -43,14 +43,6 @@ async function call (base: string, method: 'GET' | 'POST', path: string, token?:
     json = text
   }
   return { status: res.status, json }
-}
-
-async function until (what: string, check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
 }
 
 // The bus: one server process on SQLite; three nodes on one database on PostgreSQL. Answers three base URLs, one per
@@ -144,7 +136,7 @@ t.test(`2,000 messages, three consumers (${cluster ? 'one on each of three nodes
   const firstIds = await sendAll(nodes, sender, bodies.slice(0, BACKLOG))
   phase('backlog sent')
   const doomed = startConsumer(t, 'doomed', { base: nodes[2], token: tokens.doomed, queue: QUEUE, limit: 20, wait_s: 5, lease_s: 2, mode: 'hold' })
-  await until('the doomed consumer to hold its claim', () => doomed.of('held').length > 0 || doomed.child.exitCode !== null, 60_000)
+  await until('the doomed consumer holds its claim', () => doomed.of('held').length > 0 || doomed.child.exitCode !== null, 60_000)
   doomed.child.kill('SIGKILL')
   await doomed.exited
   phase('doomed consumer killed')
@@ -171,7 +163,7 @@ t.test(`2,000 messages, three consumers (${cluster ? 'one on each of three nodes
   }
   const ackedIds = () => new Set(consumers.flatMap((c) => c.of('ack').map((l) => l.id)))
   try {
-    await until('every message acked and the poison one dead', async () => {
+    await until('every message is acked and the poison one dead', async () => {
       const gone = consumers.find((c) => c.child.exitCode !== null)
       if (gone !== undefined) throw new Error(`${gone.name} exited (${gone.child.exitCode}): ${gone.errors()}`)
       if (ackedIds().size < MESSAGES) return false

@@ -1,11 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { createBus } from '../bus/bus.js'
 import { createLocalNotifier, Readers, type BusEvent } from '../bus/events.js'
 import { messageStats } from '../db/stats.js'
 import { MessageCache } from '../db/message-cache.js'
 import { createTargetPolicy } from '../webhooks/target.js'
-import { testStorage } from './helper.js'
+import { testStorage, until } from './helper.js'
 
 // Work queues and ack deadlines, on the core alone (no HTTP). Every time the bus stores comes from a manual clock
 // (BusOptions.clock), so leases and deadlines pass when a test moves it, and no test sleeps for them.
@@ -68,15 +67,6 @@ async function status ({ bus, alice }: Setup, id: number) {
 }
 
 const ids = (claimed: { messages: Array<{ message: { id: number } }> }): number[] => claimed.messages.map((c) => c.message.id)
-
-// Waits until `what` holds, so that a test acts only once a claim is waiting.
-async function until (what: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5000
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error('timed out')
-    await sleep(5)
-  }
-}
 
 t.test('a claim takes the most urgent first, then the oldest, up to its limit', async (t) => {
   const s = await setup(t)
@@ -350,7 +340,7 @@ t.test('the sweep ends passed leases, tells waiting claims, and a waiting claim 
 
   const waiting = bus.claim(carol, 'jobs', { waitMs: 10_000 })
   // The claim found nothing and listens now.
-  await until(() => notifier.connectedAgents().includes(carol.agent.id))
+  await until('carol\'s claim listens', () => notifier.connectedAgents().includes(carol.agent.id))
   advance(10)
   heard.length = 0
   t.strictSame(await bus.sweep(), { freed: ['jobs'], overdue: [] })

@@ -6,7 +6,7 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { buildApp } from '../app.js'
 import { loadConfig } from '../config.js'
-import { build, engine, register, send } from './helper.js'
+import { build, engine, register, send, until } from './helper.js'
 
 const count = async (app: Awaited<ReturnType<typeof build>>, table: 'messages' | 'deliveries') =>
   Number((await app.db.selectFrom(table).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)
@@ -132,9 +132,6 @@ t.test('a stalled event loop sheds load with 503 and Retry-After, then recovers'
   t.match(shed?.json(), { statusCode: 503, message: /Service Unavailable|pressure/i })
   t.ok(Number(shed?.headers['retry-after']) > 0)
   let recovered = false
-  for (let i = 0; i < 30 && !recovered; i++) {
-    await sleep(200)
-    recovered = (await app.inject({ url: '/inbox', headers: alice.auth })).statusCode === 200
-  }
+  await until('the app answers again', async () => (recovered = (await app.inject({ url: '/inbox', headers: alice.auth })).statusCode === 200))
   t.ok(recovered, 'answers again once the loop keeps up')
 })

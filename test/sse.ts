@@ -22,8 +22,9 @@ export function openStream (url: string, token: string, { lastEventId, kinds = [
     es.addEventListener('open', () => resolve())
     es.addEventListener('error', (e) => reject(new Error(`stream failed: ${String(e.message)} ${String(e.code)}`)))
   })
-  // Resolves once `count` events arrived (or rejects after timeoutMs).
-  async function until (count: number, timeoutMs = 5000): Promise<Received[]> {
+  // Resolves once `count` events arrived, or rejects after timeoutMs: generous, since the bound only keeps a broken
+  // build from hanging (a test whose point is how soon an event comes passes its own, shorter bound).
+  async function until (count: number, timeoutMs = 30_000): Promise<Received[]> {
     const deadline = Date.now() + timeoutMs
     while (events.length < count) {
       if (Date.now() > deadline) throw new Error(`got ${events.length} of ${count} events`)

@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
+import { until } from '../helper.js'
 
 // Issue 9: a test run stopped by tap's timeout or a user's kill -9 left `node dist/server.js` processes behind.
 
@@ -31,7 +31,7 @@ t.test('a server started by startServer stops when the test process that started
   let out = ''
   parent.stdout.on('data', (d) => { out += d })
   const exited = once(parent, 'exit')
-  while (!out.includes('\n') && parent.exitCode === null) await sleep(50)
+  await until('the parent prints its server or exits', () => out.includes('\n') || parent.exitCode !== null, 60_000)
   if (!out.includes('\n')) return t.fail(`the parent exited (${parent.exitCode}) before its server listened`)
   const [pid, url] = out.trim().split(' ')
   const server = Number(pid)
@@ -42,7 +42,6 @@ t.test('a server started by startServer stops when the test process that started
   parent.kill('SIGKILL')
   await exited
   // Generous: a loaded machine may take a while to schedule the shutdown; a leak never ends, so it still fails.
-  const deadline = Date.now() + 60_000
-  while (running(server) && Date.now() < deadline) await sleep(100)
+  await until('the server exits', () => !running(server), 60_000)
   t.notOk(running(server), 'the server exited after its parent was killed')
 })

@@ -8,6 +8,7 @@ import Fastify from 'fastify'
 import t, { type Test } from 'tap'
 import connections, { addressKey, connectionBudget, readOpenFilesLimit } from '../../plugins/connections.js'
 import { guardedMemoryUsage } from '../../plugins/limits.js'
+import { until } from '../helper.js'
 
 // Issue 14: idle connections that nobody authenticated, opened until the process had no file descriptor left,
 // made @fastify/under-pressure's memory sample (a /proc read, from a timer) throw EMFILE, and the process exited.
@@ -50,15 +51,6 @@ async function idle (port: number, localAddress: string, count: number): Promise
   return sockets
 }
 const stillOpen = (sockets: Socket[]): number => sockets.filter((s) => !s.closed).length
-
-// Waits for a condition that the server brings about by itself; the deadline only keeps a broken build from hanging.
-async function until (what: string, check: () => boolean, deadlineMs = 30_000): Promise<void> {
-  const end = Date.now() + deadlineMs
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
 
 // GET /health over a fresh connection from the given loopback address. A refused connect is tried again for a while:
 // once, on Node 24 with the machine loaded, the first connect after the flood was refused (the kernel's accept queue,

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build, register, send, type Env } from '../helper.js'
+import { build, register, send, until, type Env } from '../helper.js'
 
 const ADMIN = 'admin-token-0123456789'
 const admin = { authorization: `Bearer ${ADMIN}` }
@@ -28,18 +28,9 @@ async function openRaw (base: string, token: string) {
   return {
     status: res.status,
     text: () => text,
-    ended: async (ms = 10_000) => Promise.race([done, new Promise<undefined>((resolve) => setTimeout(resolve, ms))]),
+    ended: async (ms = 30_000) => Promise.race([done, new Promise<undefined>((resolve) => setTimeout(resolve, ms))]),
     close: () => abort.abort()
   }
-}
-
-async function until (what: () => boolean, ms = 10_000): Promise<boolean> {
-  const deadline = Date.now() + ms
-  while (!what()) {
-    if (Date.now() > deadline) return false
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  return true
 }
 
 t.test('rotating a token ends the streams and long-polls opened with the old one', async (t) => {
@@ -50,7 +41,7 @@ t.test('rotating a token ends the streams and long-polls opened with the old one
   const stream = await openRaw(base, bob.token)
   t.teardown(stream.close)
   t.equal(stream.status, 200)
-  t.ok(await until(() => stream.text().includes('"before"')), 'the stream is live')
+  await until('the stream is live', () => stream.text().includes('"before"'))
   const poll = fetch(`${base}/inbox?unread=true&wait=30&cursor=${Buffer.from('0.999999').toString('base64url')}`, { headers: bob.auth })
 
   const rotated = await app.inject({ method: 'POST', url: '/agents/bob/token', headers: bob.auth })
@@ -65,7 +56,7 @@ t.test('rotating a token ends the streams and long-polls opened with the old one
   t.notMatch(stream.text(), /after rotation/)
   const fresh = await openRaw(base, rotated.json().token)
   t.teardown(fresh.close)
-  t.ok(await until(() => fresh.text().includes('after rotation')), 'the new token reads on')
+  await until('the new token reads on', () => fresh.text().includes('after rotation'))
 })
 
 t.test('deregistering ends the agent\'s streams, and broadcasts no longer reach it', async (t) => {
@@ -75,7 +66,7 @@ t.test('deregistering ends the agent\'s streams, and broadcasts no longer reach 
   const stream = await openRaw(base, bob.token)
   t.teardown(stream.close)
   await send(app, alice, { body: 'first broadcast' })
-  t.ok(await until(() => stream.text().includes('first broadcast')))
+  await until('the stream has the first broadcast', () => stream.text().includes('first broadcast'))
   t.equal((await app.inject({ method: 'DELETE', url: '/agents/bob', headers: admin })).statusCode, 204)
   t.not(await stream.ended(), undefined, 'the stream ended')
   await send(app, alice, { body: 'second broadcast' })
@@ -129,16 +120,16 @@ t.test('an agent holds at most BUS_MAX_READERS_PER_AGENT readers: one more ends 
   const first = await openRaw(base, bob.token)
   t.teardown(first.close)
   await send(app, alice, { to: 'bob', body: 'one' })
-  t.ok(await until(() => first.text().includes('"one"')))
+  await until('the first stream reads "one"', () => first.text().includes('"one"'))
   const second = await openRaw(base, bob.token)
   const third = await openRaw(base, bob.token)
   t.teardown(second.close)
   t.teardown(third.close)
   t.not(await first.ended(), undefined, 'the oldest stream was ended')
   const { id } = await app.db.selectFrom('agents').select('id').where('name', '=', 'bob').executeTakeFirstOrThrow()
-  t.ok(await until(() => app.readers.count(id) === 2), 'two readers open')
+  await until('two readers are open', () => app.readers.count(id) === 2)
   await send(app, alice, { to: 'bob', body: 'two' })
-  t.ok(await until(() => second.text().includes('"two"') && third.text().includes('"two"')), 'the newer two both read on')
+  await until('the newer two both read on', () => second.text().includes('"two"') && third.text().includes('"two"'))
   // A long-poll counts as a reader too: it ends the oldest stream.
   const poll = fetch(`${base}/inbox?unread=true&wait=1&cursor=${Buffer.from('0.999999').toString('base64url')}`, { headers: bob.auth })
   t.not(await second.ended(), undefined, 'a long-poll took the place of the oldest stream')

@@ -5,7 +5,7 @@ import t from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
 import { Breakers } from '../../webhooks/breaker.js'
-import { register, send, testDb } from '../helper.js'
+import { register, send, testDb, until } from '../helper.js'
 import { receiver } from '../webhook-receiver.js'
 
 // An app whose log lines the test reads.
@@ -53,7 +53,7 @@ t.test('an endpoint that keeps failing gets no attempt while its circuit is open
   await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
   const alice = await register(app, 'alice')
   for (let i = 0; i < 3; i++) await send(app, alice, { to: 'bob', body: `m${i}` })
-  for (let i = 0; i < 500 && said(/circuit opened/) === 0; i++) await sleep(10)
+  await until('the circuit opens', () => said(/circuit opened/) > 0)
   // Without the circuit, retries 5 ms apart would keep coming; the dispatcher polls every 20 ms.
   await sleep(500)
   t.equal(hook.hits.length, 3, 'three failures, then nothing')
@@ -76,8 +76,7 @@ t.test('after the cool-down one probe goes alone; its success closes the circuit
   const alice = await register(app, 'alice')
   for (let i = 0; i < 6; i++) await send(app, alice, { to: 'bob', body: `m${i}` })
   // Room for a busy machine: a run beside a compiler once took over 10 s to deliver the sixth.
-  const deadline = Date.now() + 60_000
-  while (hook.hits.filter((h) => h.status === 200).length < 6 && Date.now() < deadline) await sleep(20)
+  await until('every message is delivered', () => hook.hits.filter((h) => h.status === 200).length >= 6, 60_000)
   t.equal(hook.hits.filter((h) => h.status === 200).length, 6, 'every message delivered')
   t.equal(said(/circuit opened/), 1)
   t.equal(said(/circuit closed/), 1)

@@ -2,7 +2,6 @@ import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
 import t from 'tap'
 import { buildApp } from '../../app.js'
@@ -10,7 +9,7 @@ import { loadConfig } from '../../config.js'
 import { setWebhook } from '../../db/webhooks.js'
 import { createWebhookPoster } from '../../webhooks/post.js'
 import { createTargetPolicy } from '../../webhooks/target.js'
-import { build, register, send, testDb } from '../helper.js'
+import { build, register, send, testDb, until } from '../helper.js'
 
 // Every address below is only checked, never connected to: the policy refuses before any connection.
 const refusedByDefault = [
@@ -100,7 +99,7 @@ t.test('the dispatcher sends nothing to a webhook whose name resolves to a refus
   await setWebhook(app.db, id('legacy'), `http://hook-user:hunter2-secret@example.com/h`, 'whsec_AAAA')
   await send(app, alice, { to: ['rebound', 'legacy'], body: 'not for the loopback' })
   const attempted = async () => (await app.db.selectFrom('deliveries').select('webhook_attempts').where('webhook_attempts', '>', 0).execute()).length
-  for (let i = 0; i < 250 && await attempted() < 2; i++) await sleep(20)
+  await until('both attempts are made', async () => await attempted() >= 2)
   t.equal(await attempted(), 2, 'both attempts made and failed')
   t.equal(target.connections(), 0, 'nothing reached the loopback listener')
   const failures = lines.filter((l) => l.includes('webhook attempt failed'))

@@ -1,10 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import { createWebhookPoster } from '../../webhooks/post.js'
 import { createTargetPolicy } from '../../webhooks/target.js'
-import { build, register, send } from '../helper.js'
+import { build, register, send, until } from '../helper.js'
 import { receiver, type Answer } from '../webhook-receiver.js'
 
 // A full garbage collection on demand, without starting the test process with --expose-gc. On Node 20 a
@@ -12,12 +11,13 @@ import { receiver, type Answer } from '../webhook-receiver.js'
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
 
-async function collectUntil (done: () => boolean, limitMs = 8000) {
-  const deadline = Date.now() + limitMs
-  while (!done() && Date.now() < deadline) {
+// Waits until `done`, with a full collection before each further look.
+async function collectUntil (what: string, done: () => boolean): Promise<void> {
+  await until(what, () => {
+    if (done()) return true
     gc()
-    await sleep(20)
-  }
+    return false
+  })
 }
 
 for (const [stall, how] of [['hang', 'never answers'], ['hang-body', 'sends its headers and never finishes the body']] as Array<[Answer, string]>) {
@@ -30,14 +30,14 @@ for (const [stall, how] of [['hang', 'never answers'], ['hang-body', 'sends its 
     await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
     const alice = await register(app, 'alice')
     const id = (await send(app, alice, { to: 'bob', body: 'one' })).json().id
-    while (hook.hits.length < 1) await sleep(10)
-    await collectUntil(() => hook.hits.length >= 2)
+    await until('the first attempt arrived', () => hook.hits.length >= 1)
+    await collectUntil('the message is retried', () => hook.hits.length >= 2)
     t.ok(hook.hits[0].closedAt !== undefined, 'the stalled attempt\'s connection was closed by the bus')
     t.equal(hook.hits.length, 2, 'and the message retried')
     t.equal(hook.hits[1].status, 200)
     // The receiver has answered; the bus records the delivery right after.
     const receipts = async () => (await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts
-    for (let i = 0; i < 100 && (await receipts())[0].delivered_at === null; i++) await sleep(20)
+    await until('the delivery is recorded', async () => (await receipts())[0].delivered_at !== null)
     t.match(await receipts(), [{ agent: 'bob', delivered_at: String }], 'delivered by the retry')
   })
 }
@@ -52,7 +52,7 @@ t.test('a post rejects with BUS_WEBHOOK_TIMEOUT under garbage collections, and o
   const closing = new AbortController()
   let outcome: unknown
   poster.post(hanging.url, '{}', {}, closing.signal).then((status) => { outcome = status }, (err: unknown) => { outcome = err })
-  await collectUntil(() => outcome !== undefined)
+  await collectUntil('the post settles', () => outcome !== undefined)
   t.match(outcome, { code: 'BUS_WEBHOOK_TIMEOUT' })
   // A generous budget for the one that must answer: this machine may be busy.
   const patient = createWebhookPoster({ policy: createTargetPolicy({ allow: [], allowPrivate: true }), timeoutMs: 60_000 })

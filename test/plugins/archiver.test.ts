@@ -1,9 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import t from 'tap'
 import archiver, { archiveRead } from '../../plugins/archiver.js'
 import db from '../../plugins/db.js'
-import { build, register, send, testDb } from '../helper.js'
+import { build, register, send, testDb, until } from '../helper.js'
 
 const DAY = 86_400_000
 
@@ -66,11 +65,8 @@ t.test('standalone: the plugin archives at start-up with the real timer', async 
   await app.register(archiver, { maxAgeMs: 1000, intervalMs: 10 })
   t.teardown(() => app.close())
   await app.ready()
-  const deadline = Date.now() + 5000
   let archived = 0
-  while (archived === 0 && Date.now() < deadline) {
-    await sleep(10)
-    archived = Number((await app.db.selectFrom('archived_messages').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)
-  }
+  await until('the old message is archived', async () =>
+    (archived = Number((await app.db.selectFrom('archived_messages').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)) !== 0)
   t.equal(archived, 1)
 })

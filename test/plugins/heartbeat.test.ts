@@ -1,12 +1,11 @@
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import t from 'tap'
 import bus from '../../plugins/bus.js'
 import db from '../../plugins/db.js'
 import fanout from '../../plugins/fanout.js'
 import heartbeat from '../../plugins/heartbeat.js'
-import { build, register } from '../helper.js'
+import { build, register, until } from '../helper.js'
 
 t.test('sweepOffline marks offline exactly the agents silent for longer than the ttl', async (t) => {
   const app = await build(t)
@@ -40,12 +39,9 @@ t.test('standalone on a bare Fastify: the real timer marks a silent agent offlin
     name: 'idle', description: null, capabilities: '[]', metadata: '{}', token_hash: null, registered_at: new Date().toISOString(),
     last_seen_at: new Date().toISOString(), online: 1, deleted_at: null
   }).execute()
-  const deadline = Date.now() + 5000
   let online = 1
-  while (online === 1 && Date.now() < deadline) {
-    await sleep(20)
-    online = (await app.db.selectFrom('agents').select('online').executeTakeFirstOrThrow()).online
-  }
+  await until('the silent agent is marked offline', async () =>
+    (online = (await app.db.selectFrom('agents').select('online').executeTakeFirstOrThrow()).online) !== 1)
   t.equal(online, 0)
   t.strictSame(presence, [{ kind: 'presence', agent: 'idle', status: 'offline' }], 'readers hear who went offline')
 })

@@ -3,7 +3,7 @@ import t from 'tap'
 import { retryDelayMs } from '../../plugins/webhooks.js'
 import { newWebhookSecret, signWebhook } from '../../webhooks/sign.js'
 import { createTargetPolicy } from '../../webhooks/target.js'
-import { build, register, send } from '../helper.js'
+import { build, register, send, until } from '../helper.js'
 import { receiver, verify, verifyLegacy } from '../webhook-receiver.js'
 
 // The receivers of these tests listen on 127.0.0.1, which webhooks may not reach by default.
@@ -71,8 +71,7 @@ t.test('a message is POSTed signed to the recipient\'s webhook; a failing receiv
   const bob = (await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })).json()
   const alice = await register(app, 'alice')
   const id = (await send(app, alice, { to: 'bob', body: 'pushed', data: { n: 1 } })).json().id
-  const deadline = Date.now() + 10_000
-  while (hook.hits.length < 4 && Date.now() < deadline) await sleep(20)
+  await until('four attempts arrived', () => hook.hits.length >= 4)
   await sleep(300)
   t.equal(hook.hits.length, 4, 'three failures, one success, no more')
   t.equal(hook.hits.filter((h) => h.status === 204).length, 1, 'delivered exactly once')
@@ -83,7 +82,7 @@ t.test('a message is POSTed signed to the recipient\'s webhook; a failing receiv
   t.equal(hook.hits[3].headers['x-bus-message-id'], String(id))
   // The receiver has answered; the bus records the delivery right after.
   const receipts = async () => (await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts
-  for (let i = 0; i < 500 && (await receipts())[0].delivered_at === null; i++) await sleep(20)
+  await until('the delivery is recorded', async () => (await receipts())[0].delivered_at !== null)
   t.match(await receipts(), [{ agent: 'bob', delivered_at: String, read_at: null }], 'delivered and read are separate')
 })
 
@@ -95,8 +94,7 @@ t.test('a broadcast is pushed to every recipient with a webhook once, and readin
   const alice = await register(app, 'alice')
   await register(app, 'carol')
   const id = (await send(app, alice, { body: 'to all' })).json().id
-  const deadline = Date.now() + 10_000
-  while (hook.hits.length < 1 && Date.now() < deadline) await sleep(20)
+  await until('the broadcast is pushed', () => hook.hits.length >= 1)
   t.match(JSON.parse(hook.hits[0].body), { id, broadcast: true, body: 'to all' })
   const inbox = (await app.inject({ url: '/inbox', headers: { authorization: `Bearer ${bob.token}` } })).json().messages
   t.match(inbox, [{ id, delivered_at: String }], 'bob\'s inbox shows the pushed copy, delivered')

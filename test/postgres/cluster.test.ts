@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { postgresUrl, testDb } from '../helper.js'
+import { postgresUrl, testDb, until } from '../helper.js'
 import { startServer } from '../process.js'
 import { openStream } from '../sse.js'
 import { receiver, verify } from '../webhook-receiver.js'
@@ -32,13 +32,6 @@ async function registerOn (node: Node, name: string, extra: Record<string, unkno
   if (res.status !== 201) throw new Error(`register ${name}: ${res.status} ${await res.text()}`)
   return res.json() as Promise<{ token: string, webhook_secret?: string }>
 }
-async function until (what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 t.test('three nodes started at once: register on one, stream on another, send through the third', pgOnly, async (t) => {
   const [one, two, three] = await startNodes(t, 3)
@@ -50,7 +43,7 @@ t.test('three nodes started at once: register on one, stream on another, send th
   const sent = await post(three.base, '/send', { to: 'bob', body: 'across nodes' }, alice.token)
   t.equal(sent.status, 201)
   const { id } = await sent.json()
-  await until('the message on bob\'s stream', () => stream.events.some((e) => e.type === 'message'))
+  await until('the message is on bob\'s stream', () => stream.events.some((e) => e.type === 'message'))
   t.match(stream.events.find((e) => e.type === 'message'), { data: { id, body: 'across nodes', from: 'alice' } })
   t.match(stream.events.find((e) => e.type === 'presence'), { data: { agent: 'alice', status: 'online' } }, 'alice came online on node 3')
 
@@ -66,7 +59,7 @@ t.test('three nodes started at once: register on one, stream on another, send th
   // bob as online (his stream is on node 2 only).
   const carol = await registerOn(three, 'carol')
   await get(three.base, '/inbox', carol.token)
-  await until('carol online on bob\'s stream', () => stream.events.some((e) => e.type === 'presence' && e.data.agent === 'carol' && e.data.status === 'online'))
+  await until('carol is online on bob\'s stream', () => stream.events.some((e) => e.type === 'presence' && e.data.agent === 'carol' && e.data.status === 'online'))
   for (const node of [one, two, three]) {
     const list = await (await get(node.base, '/agents', carol.token)).json()
     t.match(list.agents.find((a: { name: string }) => a.name === 'bob'), { status: 'online' }, `bob online on ${node.base}`)
@@ -97,7 +90,7 @@ t.test('a webhook receiver gets each message once, not once per node', pgOnly, a
   const nodes = [one, two, three]
   const ids: number[] = []
   for (let i = 0; i < 30; i++) ids.push((await (await post(nodes[i % 3].base, '/send', { to: 'bob', body: `m${i}` }, alice.token)).json()).id)
-  await until('30 webhook deliveries', () => hook.hits.length >= 30)
+  await until('30 webhook deliveries arrived', () => hook.hits.length >= 30)
   await sleep(1000) // room for a duplicate to show up
   const delivered = hook.hits.map((h) => JSON.parse(h.body).id as number).sort((a, b) => a - b)
   t.strictSame(delivered, ids, 'each message exactly once')
@@ -114,15 +107,15 @@ t.test('a node killed while holding webhook attempts: another delivers them afte
   await registerOn(doomed, 'bob', { webhook_url: hook.url })
   const alice = await registerOn(doomed, 'alice')
   const { id } = await (await post(doomed.base, '/send', { to: 'bob', body: 'outlive your node' }, alice.token)).json()
-  await until('the first attempt', () => hook.hits.length === 1)
+  await until('the first attempt arrived', () => hook.hits.length === 1)
   doomed.child.kill('SIGKILL')
   await once(doomed.child, 'exit')
   const [survivor] = await startNodes(t, 1, env, db)
-  await until('the attempt taken over', () => hook.hits.length >= 2, 15_000)
+  await until('the attempt is taken over', () => hook.hits.length >= 2)
   t.equal(JSON.parse(hook.hits[1].body).id, id)
   // The receiver counts the hit when the POST arrives; the survivor records the delivery after the 200.
   let receipts: unknown
-  await until('the delivery recorded', async () => {
+  await until('the delivery is recorded', async () => {
     receipts = (await (await get(survivor.base, `/messages/${id}`, alice.token)).json()).receipts
     return (receipts as Array<{ delivered_at: string | null }>)[0]?.delivered_at != null
   })
@@ -149,9 +142,9 @@ t.test('SIGKILL one node under load: every 201 stored once; a stream resumed on 
       } catch { /* the connection to the killed node */ }
     }
   })
-  await until('some load', () => acknowledged.length >= 50)
+  await until('some load is acknowledged', () => acknowledged.length >= 50)
   two.child.kill('SIGKILL')
-  await until('more load after the kill', () => acknowledged.length >= 150)
+  await until('more load is acknowledged after the kill', () => acknowledged.length >= 150)
   // The reader's node goes too: it resumes on node 1 from the last event it got.
   stream.close()
   const lastId = stream.events.at(-1)?.id
@@ -161,7 +154,7 @@ t.test('SIGKILL one node under load: every 201 stored once; a stream resumed on 
   t.teardown(resumed.close)
   await resumed.opened
   const expected = acknowledged.length
-  await until('every acknowledged message on the streams', () => new Set([...stream.events, ...resumed.events].map((e) => e.data.id)).size >= expected, 20_000)
+  await until('every acknowledged message is on the streams', () => new Set([...stream.events, ...resumed.events].map((e) => e.data.id)).size >= expected)
   await sleep(500)
   const got = [...stream.events, ...resumed.events].map((e) => e.data.id as number)
   t.equal(got.length, new Set(got).size, 'no event repeated')
@@ -204,7 +197,7 @@ t.test('a node whose listening connection is cut reconnects it, and push across 
   t.teardown(() => admin.end())
   const { rowCount } = await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'agent-bus listen'")
   t.equal(rowCount, 2, 'both nodes\' listening connections were cut')
-  await until('node 2 listening again', () => (two.output().match(/listening for other nodes/g) ?? []).length >= 2)
+  await until('node 2 listens again', () => (two.output().match(/listening for other nodes/g) ?? []).length >= 2)
   t.match(two.output(), /lost the connection that listens for other nodes: reconnecting/)
   for (let i = 0; i < 3; i++) {
     t.equal((await post(one.base, '/send', { to: 'bob', body: `after ${i}` }, alice.token)).status, 201)

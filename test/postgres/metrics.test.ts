@@ -1,8 +1,7 @@
 import { createRequire } from 'node:module'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { createDatabase, startCluster } from '../../scripts/pg-cluster.mjs'
-import { postgresUrl, testDb } from '../helper.js'
+import { postgresUrl, testDb, until } from '../helper.js'
 import { startServer } from '../process.js'
 
 // GET /metrics of two real bus processes on one PostgreSQL database: what each node did is its own (the _total
@@ -63,16 +62,9 @@ async function scrape (node: Node) {
 }
 type Scrape = Awaited<ReturnType<typeof scrape>>
 
-async function until (what: string, check: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
 async function scrapeUntil (node: Node, what: string, check: (s: Scrape) => boolean): Promise<Scrape> {
   let last: Scrape | undefined
-  await until(what, async () => check(last = await scrape(node)))
+  await until(what, async () => check(last = await scrape(node)), 60_000)
   return last as Scrape
 }
 
@@ -81,7 +73,7 @@ const notifications = (s: Scrape) => s.value('agent_bus_notifications_received_t
 t.test('two nodes on one database: each counts its own traffic, hears the other, and reports the same database figures', pgOnly, async (t) => {
   const [a, b] = await startNodes(t, 2)
   // Each node listens for the other's notifications once it logs so.
-  for (const node of [a, b]) await until('the node listening for the others', () => node.output().includes('listening for other nodes'))
+  for (const node of [a, b]) await until('the node listens for the others', () => node.output().includes('listening for other nodes'), 60_000)
   const alice = await registerOn(a, 'alice')
   const bob = await registerOn(a, 'bob')
 
@@ -102,7 +94,7 @@ t.test('two nodes on one database: each counts its own traffic, hears the other,
   await sendOn(a, alice, { to: 'bob', body: 'one', priority: 'high' })
   await sendOn(a, alice, { to: 'bob', body: 'two' })
   await sendOn(a, alice, { body: 'everyone' })
-  const b1 = await scrapeUntil(b, 'B hearing of A\'s sends', (s) => notifications(s) > notifications(b0))
+  const b1 = await scrapeUntil(b, 'B hears of A\'s sends', (s) => notifications(s) > notifications(b0))
   const a1 = await scrape(a)
   t.strictSame(a1.by('agent_bus_messages_stored_total', 'kind'), { direct: 2, broadcast: 1, topic: 0, queue: 0 }, 'A stored them')
   t.strictSame(b1.by('agent_bus_messages_stored_total', 'kind'), { direct: 0, broadcast: 0, topic: 0, queue: 0 }, 'B stored none')
@@ -118,7 +110,7 @@ t.test('two nodes on one database: each counts its own traffic, hears the other,
   t.equal((await inbox.json()).messages.length, 3)
   const aBefore = notifications(await scrape(a))
   await sendOn(b, bob, { to: 'alice', body: 'reply' })
-  const a2 = await scrapeUntil(a, 'A hearing of B\'s send', (s) => notifications(s) > aBefore)
+  const a2 = await scrapeUntil(a, 'A hears of B\'s send', (s) => notifications(s) > aBefore)
   const b2 = await scrape(b)
   t.equal(b2.value('agent_bus_deliveries_total', { path: 'inbox' }), 3)
   t.equal(a2.value('agent_bus_deliveries_total', { path: 'inbox' }), 0)
@@ -145,13 +137,13 @@ t.test('while PostgreSQL is down /metrics still answers: database_up 0, the node
 
   await cluster.down()
   t.teardown(() => cluster.up().catch(() => {}))
-  const down = await scrapeUntil(node, 'database_up 0', (s) => s.value('agent_bus_database_up') === 0)
+  const down = await scrapeUntil(node, 'database_up is 0', (s) => s.value('agent_bus_database_up') === 0)
   t.equal(down.value('agent_bus_messages_stored_total', { kind: 'direct' }), 1, 'the node\'s own counters are still served')
   t.strictSame(down.by('agent_bus_messages', 'priority'), { normal: 0, high: 0, urgent: 1 }, 'the database figures of the scrape before')
   t.equal(down.value('agent_bus_agents', { state: 'registered' }), 2)
   t.equal((await fetch(`${node.base}/health`)).status, 503, '/health agrees')
 
   await cluster.up()
-  const again = await scrapeUntil(node, 'database_up 1 again', (s) => s.value('agent_bus_database_up') === 1)
+  const again = await scrapeUntil(node, 'database_up is 1 again', (s) => s.value('agent_bus_database_up') === 1)
   t.strictSame(again.by('agent_bus_messages', 'priority'), { normal: 0, high: 0, urgent: 1 })
 })

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { createDatabase, startCluster } from '../../scripts/pg-cluster.mjs'
-import { postgresUrl } from '../helper.js'
+import { postgresUrl, until } from '../helper.js'
 import { startServer } from '../process.js'
 
 // The database goes away under load (PostgreSQL restarted): the bus answers 503 with Retry-After while it is down,
@@ -38,22 +38,15 @@ t.test('PostgreSQL restarted under load: 503s while down, nothing acknowledged l
       }
     }
   })()
-  const until = async (what: string, check: () => boolean | Promise<boolean>) => {
-    const deadline = Date.now() + 30_000
-    while (!await check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await sleep(50)
-    }
-  }
-  await until('sends before the restart', () => acknowledged.length >= 50)
+  await until('50 sends are acknowledged before the restart', () => acknowledged.length >= 50)
   await cluster.down()
-  await until('503s while down', () => (statuses.get(503) ?? 0) >= 5)
+  await until('5 sends are answered 503 while it is down', () => (statuses.get(503) ?? 0) >= 5)
   const health = await fetch(`${base}/health`)
   t.equal(health.status, 503, '/health says the database is unavailable')
   t.ok(Number(health.headers.get('retry-after')) > 0, 'with Retry-After')
   const before = acknowledged.length
   await cluster.up()
-  await until('sends after the restart', () => acknowledged.length >= before + 50)
+  await until('50 more sends are acknowledged after the restart', () => acknowledged.length >= before + 50)
   stop = true
   await load
   t.equal((await fetch(`${base}/health`)).status, 200, 'healthy again')

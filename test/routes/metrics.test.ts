@@ -1,9 +1,8 @@
 import { createRequire } from 'node:module'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { buildApp } from '../../app.js'
 import { loadConfig } from '../../config.js'
-import { build, engine, register, send, testDb, type Registered, type TestApp } from '../helper.js'
+import { build, engine, register, send, testDb, until, type Registered, type TestApp } from '../helper.js'
 import { openStream } from '../sse.js'
 import { receiver } from '../webhook-receiver.js'
 
@@ -83,14 +82,6 @@ async function scrape (app: TestApp, headers: Record<string, string> = {}): Prom
   const res = await app.inject({ url: '/metrics', headers })
   if (res.statusCode !== 200) throw new Error(`GET /metrics: ${res.statusCode} ${res.body}`)
   return new Scrape(res.body)
-}
-
-async function until (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
 }
 
 // Scrapes until the scrape satisfies `check`, and answers that scrape.
@@ -315,7 +306,7 @@ t.test('a webhook delivered to a real receiver counts as an attempt and a delive
   t.equal(before.samples('agent_bus_webhook_attempts_total').length, 0, 'no attempt yet')
 
   const id = (await ok(await send(app, alice, { to: 'bob', body: 'pushed' }), 201)).id
-  await until('two attempts at the receiver', () => hook.hits.length >= 2)
+  await until('two attempts reached the receiver', () => hook.hits.length >= 2)
   const after = await scrapeUntil(app, 'the delivered attempt counted',
     (s) => s.samples('agent_bus_webhook_attempts_total', { event: 'message', outcome: 'delivered' }).length === 1)
   t.equal(after.value('agent_bus_webhook_attempts_total', { event: 'message', outcome: 'failed' }), 1, 'the 500')

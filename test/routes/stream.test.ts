@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { build, register, send, testDb, type Env } from '../helper.js'
+import { build, register, send, testDb, until, type Env } from '../helper.js'
 import { openStream } from '../sse.js'
 
 async function serve (t: Parameters<typeof build>[0], env: Env = {}) {
@@ -34,7 +34,7 @@ t.test('the stream sends the unread backlog in inbox order, then new messages li
   t.equal(stream.events.length, 7, 'nothing is sent twice')
   // The stream sends a batch's events, and only then records their delivery.
   const receipts = async () => (await app.inject({ url: '/messages/5', headers: alice.auth })).json().receipts
-  for (let i = 0; i < 500 && (await receipts())[0].delivered_at === null; i++) await sleep(20)
+  await until('the delivery is recorded', async () => (await receipts())[0].delivered_at !== null)
   t.match(await receipts(), [{ agent: 'bob', delivered_at: String, read_at: null }], 'streamed messages count as delivered')
 })
 
@@ -86,7 +86,7 @@ t.test('200 concurrent streams each get one broadcast exactly once', async (t) =
   t.teardown(() => { for (const s of streams) s.close() })
   await Promise.all(streams.map((s) => s.opened))
   await send(app, sender, { body: 'to all' })
-  await Promise.all(streams.map((s) => s.until(1, 10_000)))
+  await Promise.all(streams.map((s) => s.until(1)))
   await sleep(200)
   t.ok(streams.every((s) => s.events.length === 1 && s.events[0].data.body === 'to all'), 'each stream got it once')
 })

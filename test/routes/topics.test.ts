@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { build, register, send, type Env, type Registered, type TestApp } from '../helper.js'
+import { build, register, send, until, type Env, type Registered, type TestApp } from '../helper.js'
 import { openStream } from '../sse.js'
 import { receiver, verify } from '../webhook-receiver.js'
 
@@ -76,14 +76,6 @@ async function inChunks<T, R> (items: T[], size: number, fn: (item: T, i: number
     out.push(...await Promise.all(items.slice(from, from + size).map((item, k) => fn(item, from + k))))
   }
   return out
-}
-
-async function until (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
 }
 
 const ids = (items: Array<{ id: number }>) => items.map((m) => m.id)
@@ -232,7 +224,7 @@ t.test('a topic with 200 subscribers: each gets each message exactly once, in or
     const polls = pollers.map((who) => app.inject({ url: '/inbox?wait=30&unread=true', headers: who.auth }))
     // … and waiting: every stream and every long-poll holds a reader, so once there are as many the publish
     // cannot come before a long-poll began to wait.
-    await until('the long-polls to wait', () => app.readers.all().length === streams.length + pollers.length)
+    await until('the long-polls wait', () => app.readers.all().length === streams.length + pollers.length)
     const sent = await publish(app, publisher, 'news', body, priority)
     t.equal(sent.recipients, 200, `${body}: every subscriber but the publisher`)
     published.push(sent.id)
@@ -337,7 +329,7 @@ t.test('a late subscriber gets only later messages; an unsubscriber keeps what i
   // Acking its copies works as for any message; a long-poll of the leaver is not answered by a later publish.
   t.strictSame(await ack(app, leaver, [m1.id, m2.id, m3.id]), { acked: 2, already_read: 0, not_found: [m3.id] })
   const polling = app.inject({ url: '/inbox?wait=1&unread=true', headers: leaver.auth })
-  await until('the leaver\'s long-poll to wait', () => app.readers.all().length === 1)
+  await until('the leaver\'s long-poll waits', () => app.readers.all().length === 1)
   const m4 = await publish(app, alice, 'builds', 'four')
   t.strictSame((await polling).json().messages, [], 'nothing after leaving')
   t.strictSame(ids(await inbox(app, late)), [m2.id, m3.id, m4.id])
