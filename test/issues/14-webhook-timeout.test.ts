@@ -24,8 +24,10 @@ for (const [stall, how] of [['hang', 'never answers'], ['hang-body', 'sends its 
   t.test(`a receiver that ${how} is cut off by BUS_WEBHOOK_TIMEOUT_MS, garbage collections or not, and retried`, async (t) => {
     const hook = await receiver((n) => n === 1 ? stall : 200)
     t.teardown(hook.close)
+    // 1 s: the cut-off applies to the retry too, whose 200 must come back within it, on a machine that may be busy
+    // (the collections below run on the bus's own event loop).
     const app = await build(t, {
-      BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_WEBHOOK_TIMEOUT_MS: '300', BUS_WEBHOOK_RETRY_BASE_MS: '20'
+      BUS_WEBHOOK_ALLOW_PRIVATE: 'true', BUS_WEBHOOK_TIMEOUT_MS: '1000', BUS_WEBHOOK_RETRY_BASE_MS: '20'
     })
     await app.inject({ method: 'POST', url: '/agents', payload: { name: 'bob', webhook_url: hook.url } })
     const alice = await register(app, 'alice')
@@ -33,8 +35,10 @@ for (const [stall, how] of [['hang', 'never answers'], ['hang-body', 'sends its 
     await until('the first attempt arrived', () => hook.hits.length >= 1)
     await collectUntil('the message is retried', () => hook.hits.length >= 2)
     t.ok(hook.hits[0].closedAt !== undefined, 'the stalled attempt\'s connection was closed by the bus')
-    t.equal(hook.hits.length, 2, 'and the message retried')
-    t.equal(hook.hits[1].status, 200)
+    // Every later attempt is answered 200; one answered too late for a loaded bus is cut off and tried again, which is
+    // right, so the count of retries is not asserted (test/plugins/webhooks.test.ts asserts none after a success).
+    t.ok(hook.hits.length >= 2, 'and the message retried')
+    t.strictSame(hook.hits.slice(1).map((h) => h.status), hook.hits.slice(1).map(() => 200))
     // The receiver has answered; the bus records the delivery right after.
     const receipts = async () => (await app.inject({ url: `/messages/${id}`, headers: alice.auth })).json().receipts
     await until('the delivery is recorded', async () => (await receipts())[0].delivered_at !== null)
