@@ -12,6 +12,8 @@ export interface DueWebhook {
   secret: string
   attempts: number
   message: MessageView
+  // The claim: the attempt is this node's while the row's webhook_next_at still holds this value.
+  leaseUntil: string
 }
 
 // What the dispatcher skips: recipients with every slot in flight, and endpoints with an open circuit (by URL too,
@@ -52,18 +54,20 @@ export async function claimWebhooks (storage: Storage, now: string, leaseUntil: 
       .$narrowType<{ webhook_url: NotNull, webhook_secret: NotNull }>()
       .orderBy('d.message_seq').execute()
     return rows.map((row) => ({
-      recipientId: row.recipient_id, recipient: row.recipient, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row)
+      recipientId: row.recipient_id, recipient: row.recipient, url: row.webhook_url, secret: row.webhook_secret, attempts: row.webhook_attempts, message: toMessage(row), leaseUntil
     }))
   })
 }
 
 // Claimed attempts that this node gives back unmade (it is shutting down, or claimed more of one recipient's than
-// it may have in flight): due at once, for any node. One statement however many.
-export async function releaseWebhooks (db: Db, keys: Array<{ seq: number, recipientId: number }>, now: string): Promise<void> {
+// it may have in flight): due at once, for any node. One statement however many. Only rows that still hold the
+// claim (leaseUntil): one postponed meanwhile, because the recipient's circuit opened, keeps waiting for the cool-down,
+// and one whose webhook was removed stays cleared.
+export async function releaseWebhooks (db: Db, keys: Array<{ seq: number, recipientId: number }>, leaseUntil: string, now: string): Promise<void> {
   if (keys.length === 0) return
   await db.updateTable('deliveries as d').set({ webhook_next_at: now })
     .where((eb) => eb(eb.refTuple('d.message_seq', 'd.recipient_id'), 'in', keys.map((k) => eb.tuple(k.seq, k.recipientId))))
-    .where('d.webhook_next_at', 'is not', null).execute()
+    .where('d.webhook_next_at', '=', leaseUntil).execute()
 }
 
 // A 2xx: delivered, nothing more to send.
@@ -75,10 +79,14 @@ export async function webhookDelivered (db: Db, seq: number, recipientId: number
 
 // A failure: try again at nextAt, or never (null) once the message is too old. Only while the attempt is still
 // pending: a webhook removed (or the agent deregistered) while the POST was in flight cleared it, and a failure that
-// ends afterwards must not queue it again.
-export async function webhookFailed (db: Db, seq: number, recipientId: number, nextAt: string | null): Promise<void> {
+// ends afterwards must not queue it again. The time moves only while the row still holds the claim (leaseUntil): a
+// circuit that opened while the POST was in flight postponed it to the end of the cool-down, and that stands.
+export async function webhookFailed (db: Db, seq: number, recipientId: number, leaseUntil: string, nextAt: string | null): Promise<void> {
   await db.updateTable('deliveries')
-    .set((eb) => ({ webhook_next_at: nextAt, webhook_attempts: eb('webhook_attempts', '+', 1) }))
+    .set((eb) => ({
+      webhook_next_at: eb.case().when('webhook_next_at', '=', leaseUntil).then(nextAt).else(eb.ref('webhook_next_at')).end(),
+      webhook_attempts: eb('webhook_attempts', '+', 1)
+    }))
     .where('message_seq', '=', seq).where('recipient_id', '=', recipientId).where('webhook_next_at', 'is not', null).execute()
 }
 

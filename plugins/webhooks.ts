@@ -103,11 +103,11 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       }
     }
     // Not the receiver's fault: given back, due at once for whichever node runs next.
-    if (closing.signal.aborted) return releaseWebhooks(db, [{ seq: due.message.id, recipientId: due.recipientId }], new Date().toISOString())
+    if (closing.signal.aborted) return releaseWebhooks(db, [{ seq: due.message.id, recipientId: due.recipientId }], due.leaseUntil, new Date().toISOString())
     const attempts = due.attempts + 1
     const nextAt = at + retryDelayMs(retryBaseMs, attempts)
     const expired = nextAt > Date.parse(due.message.created_at) + maxAgeMs
-    await webhookFailed(db, due.message.id, due.recipientId, expired ? null : new Date(nextAt).toISOString())
+    await webhookFailed(db, due.message.id, due.recipientId, due.leaseUntil, expired ? null : new Date(nextAt).toISOString())
     counted('message', expired ? 'expired' : 'failed')
     // The host, never the URL: a URL stored before credentials were refused may still carry some.
     log.warn({ message: due.message.id, agent: due.recipient, host: hostOf(due.url), attempts, failure, gaveUp: expired }, 'webhook attempt failed')
@@ -179,8 +179,8 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
       let started = 0
       // Only as many as there are free slots: a claimed attempt waits for its lease to end before another node may
       // take it, so claiming more than can start would delay them.
-      const claimed = await claimWebhooks(app.storage, new Date(now).toISOString(), new Date(now + leaseMs).toISOString(),
-        CONCURRENCY - inFlight.size, { busy, open: breakers.open(now) })
+      const leaseUntil = new Date(now + leaseMs).toISOString()
+      const claimed = await claimWebhooks(app.storage, new Date(now).toISOString(), leaseUntil, CONCURRENCY - inFlight.size, { busy, open: breakers.open(now) })
       const overflow: Array<{ seq: number, recipientId: number }> = []
       for (const due of claimed) {
         const key = `${due.message.id}:${due.recipientId}`
@@ -195,7 +195,7 @@ const webhooks: FastifyPluginAsync<WebhookOptions> = async (app, options) => {
         start(due, key, limit)
         started++
       }
-      await releaseWebhooks(db, overflow, new Date(now).toISOString())
+      await releaseWebhooks(db, overflow, leaseUntil, new Date(now).toISOString())
       // Nothing new on this page: the rest is in flight or waits for a recipient's slot.
       if (started === 0) return
     }
